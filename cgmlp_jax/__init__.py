@@ -1,0 +1,1 @@
+"""cgmlp_jax: convolutional gated MLPs (gMLP, CgMLP) in JAX/Flax."""
