@@ -1,0 +1,17 @@
+"""gMLP and CgMLP in Flax linen. Pure modules: nothing here knows about data or training.
+
+    from cgmlp_jax import models
+    model = models.get("cgmlp_2conv", num_classes=100)
+    variables = model.init(jax.random.key(0), images)          # images: (B, 64, 64, 3)
+    logits = model.apply(variables, images, train=True, rngs={"dropout": key})
+
+See ``registry`` for the named variants and their sizes.
+"""
+from cgmlp_jax.models.blocks import DropPath, GMLPBlock
+from cgmlp_jax.models.classifier import GatedMLPClassifier, resolve_axes
+from cgmlp_jax.models.gating import SpatialGatingUnit
+from cgmlp_jax.models.registry import VARIANTS, get
+from cgmlp_jax.models.stems import ConvStem, PatchStem, token_grid
+
+__all__ = ["ConvStem", "DropPath", "GMLPBlock", "GatedMLPClassifier", "PatchStem",
+           "SpatialGatingUnit", "VARIANTS", "get", "resolve_axes", "token_grid"]

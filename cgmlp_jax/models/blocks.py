@@ -1,0 +1,62 @@
+"""The gMLP block and stochastic depth.
+
+``x + DropPath(Dropout(Dense_d_model(SGU(GELU(Dense_d_ffn(LayerNorm(x)))))))``
+
+GELU is the exact (erf) form and LayerNorm uses eps 1e-6, as in the gMLP authors' TensorFlow code and
+the common PyTorch ports, so that given the same weights the block computes the same function.
+
+Shapes: ``(B, N, d_model) -> (B, N, d_model)``.
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from cgmlp_jax.models.gating import LAYER_NORM_EPS, SpatialGatingUnit
+
+Dtype = Any
+
+
+class DropPath(nn.Module):
+  """Stochastic depth: drops the whole residual branch per example, rescaling survivors by 1/keep.
+
+  Draws from the ``"dropout"`` RNG stream; the identity when ``deterministic`` or ``rate == 0``.
+  """
+  rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
+    if deterministic or self.rate == 0.0:
+      return x
+    keep = 1.0 - self.rate
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)  # one draw per example
+    mask = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
+    return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+class GMLPBlock(nn.Module):
+  """One gMLP block with a token- or channel-axis gating unit."""
+  d_ffn: int
+  axis: str = "token"
+  num_tokens: int | None = None
+  dropout_rate: float = 0.0
+  drop_path_rate: float = 0.0
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    # x: (B, N, D)
+    dense = lambda features, name: nn.Dense(features, dtype=self.dtype,  # noqa: E731
+                                            param_dtype=self.param_dtype, name=name)
+    y = nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=self.dtype, param_dtype=self.param_dtype,
+                     name="norm")(x)
+    y = dense(self.d_ffn, "proj_in")(y)  # (B, N, F)
+    y = nn.gelu(y, approximate=False)
+    y = SpatialGatingUnit(axis=self.axis, num_tokens=self.num_tokens, dtype=self.dtype,
+                          param_dtype=self.param_dtype, name="gating")(y)  # (B, N, F/2)
+    y = dense(x.shape[-1], "proj_out")(y)  # (B, N, D)
+    y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
+    y = DropPath(self.drop_path_rate)(y, deterministic=not train)
+    return x + y

@@ -1,0 +1,73 @@
+"""Spatial Gating Unit (SGU): the gMLP replacement for attention.
+
+The input of width ``d_ffn`` is split into halves ``(u, v)``; ``v`` is layer-normalised and projected
+by a learned affine map, and the unit returns ``u * proj(v)``. The projection's kernel starts near
+zero and its bias at one, so a freshly initialised unit returns ``u`` and each block starts close to
+an MLP with a residual (Liu et al., 2021, "Pay Attention to MLPs", section 2).
+
+``axis`` picks what the projection mixes:
+
+* ``"token"`` (gMLP): the ``N`` positions, with an ``N x N`` kernel shared over channels. The token
+  count is part of the parameter shape, so the unit is built for one ``num_tokens``.
+* ``"channel"`` (CgMLP's alternative): the ``d_ffn / 2`` channels at each position, shared over
+  positions. It works at any resolution.
+
+Shapes: ``(B, N, d_ffn) -> (B, N, d_ffn // 2)``.
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+AXES = ("token", "channel")
+LAYER_NORM_EPS = 1e-6
+GATE_KERNEL_STD = 1e-6
+
+Dtype = Any
+
+
+def check_axis(axis: str) -> None:
+  if axis not in AXES:
+    raise ValueError(f"Unknown gating axis {axis!r}; valid axes are {AXES}.")
+
+
+class SpatialGatingUnit(nn.Module):
+  """``u * proj(LayerNorm(v))`` with the projection along ``axis`` (see module docstring)."""
+  axis: str = "token"
+  num_tokens: int | None = None  # Required for axis="token".
+  dtype: Dtype | None = None  # Compute dtype; LayerNorm statistics stay in float32.
+  param_dtype: Dtype = jnp.float32
+
+  def setup(self):
+    check_axis(self.axis)
+    if self.axis == "token" and not self.num_tokens:
+      raise ValueError("A token-axis SpatialGatingUnit needs num_tokens (the N of its N x N kernel).")
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    # x: (B, N, 2C)
+    if x.shape[-1] % 2:
+      raise ValueError(f"SpatialGatingUnit needs an even channel count to split into (u, v); "
+                       f"got {x.shape[-1]}. Use an even d_ffn.")
+    u, v = jnp.split(x, 2, axis=-1)  # (B, N, C) each
+    v = nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=self.dtype, param_dtype=self.param_dtype,
+                     name="norm")(v)
+    kernel_init = nn.initializers.normal(GATE_KERNEL_STD)
+    if self.axis == "token":
+      n = x.shape[-2]
+      if n != self.num_tokens:
+        raise ValueError(
+            f"Token-axis gating was built for {self.num_tokens} tokens but got {n}: the N x N "
+            f"projection fixes the token count, so the input image size (or patch/pool sizes) must "
+            f"match the model's. Resize inputs to the model's image_size, or use axis='channel', "
+            f"which works at any resolution.")
+      kernel = self.param("kernel", kernel_init, (n, n), self.param_dtype)  # (N_out, N_in)
+      bias = self.param("bias", nn.initializers.ones, (n,), self.param_dtype)  # (N_out,)
+      v, kernel, bias = nn.dtypes.promote_dtype(v, kernel, bias, dtype=self.dtype)
+      gate = jnp.einsum("bnc,mn->bmc", v, kernel) + bias[:, None]  # (B, N, C)
+    else:
+      gate = nn.Dense(v.shape[-1], kernel_init=kernel_init, bias_init=nn.initializers.ones,
+                      dtype=self.dtype, param_dtype=self.param_dtype, name="proj")(v)  # (B, N, C)
+    self.sow("intermediates", "gate", gate)
+    return u * gate

@@ -1,0 +1,86 @@
+"""Stems: images (B, H, W, 3) -> tokens (B, N, d_model).
+
+* ``PatchStem`` (gMLP): non-overlapping ``p x p`` patches, linearly projected (a strided conv).
+* ``ConvStem`` (CgMLP): per layer ``conv k x k -> norm -> ReLU -> max-pool``, then the same
+  patch projection on the pooled feature map. Each layer's activation is sown into the
+  ``"intermediates"`` collection as ``layer{i}`` (free unless that collection is mutable), for the
+  paper's feature-map figures.
+
+Default normalisation in the conv stem is GroupNorm (32 groups, or gcd(32, filters)). It is
+stateless, so training and evaluation compute the same function, nothing beyond parameters is
+checkpointed or synchronised across devices, and it does not depend on the per-device batch size
+(which shrinks as devices are added); at CIFAR batch sizes it trains as well as BatchNorm
+(Wu & He, 2018). ``"layer"`` (per-pixel LayerNorm over channels) and ``"none"`` are the alternatives.
+"""
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+ConvLayer = tuple[int, int, int]  # (filters, kernel size, max-pool size)
+NORMS = ("group", "layer", "none")
+
+
+def token_grid(image_size: int, patch_size: int, pools: Sequence[int] = ()) -> int:
+  """Side of the token grid after the pools and the patch projection; validates divisibility."""
+  side = image_size
+  for i, pool in enumerate(pools):
+    if side % pool:
+      raise ValueError(f"Max-pool {pool} of conv layer {i} does not divide its {side}x{side} "
+                       f"feature map (image_size={image_size}); choose an image size divisible "
+                       f"by the product of the pool sizes.")
+    side //= pool
+  if side % patch_size:
+    raise ValueError(f"Patch size {patch_size} does not divide the {side}x{side} map it patchifies "
+                     f"(image_size={image_size}, pools={tuple(pools)}); choose sizes so it divides.")
+  return side // patch_size
+
+
+def _patchify(x: jax.Array, patch_size: int, d_model: int, dtype, param_dtype) -> jax.Array:
+  x = nn.Conv(d_model, (patch_size, patch_size), strides=patch_size, padding="VALID",
+              dtype=dtype, param_dtype=param_dtype, name="patch_proj")(x)  # (B, h, w, D)
+  return x.reshape(x.shape[0], -1, x.shape[-1])  # (B, h*w, D)
+
+
+class PatchStem(nn.Module):
+  patch_size: int
+  d_model: int
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> jax.Array:
+    token_grid(images.shape[1], self.patch_size)
+    return _patchify(images, self.patch_size, self.d_model, self.dtype, self.param_dtype)
+
+
+class ConvStem(nn.Module):
+  layers: Sequence[ConvLayer]
+  patch_size: int
+  d_model: int
+  norm: str = "group"
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> jax.Array:
+    if self.norm not in NORMS:
+      raise ValueError(f"Unknown conv-stem norm {self.norm!r}; valid: {NORMS}.")
+    token_grid(images.shape[1], self.patch_size, [pool for _, _, pool in self.layers])
+    x = images
+    for i, (filters, kernel, pool) in enumerate(self.layers):
+      x = nn.Conv(filters, (kernel, kernel), padding="SAME", use_bias=self.norm == "none",
+                  dtype=self.dtype, param_dtype=self.param_dtype, name=f"conv{i}")(x)
+      if self.norm == "group":
+        x = nn.GroupNorm(num_groups=math.gcd(32, filters), epsilon=1e-5, dtype=self.dtype,
+                         param_dtype=self.param_dtype, name=f"norm{i}")(x)
+      elif self.norm == "layer":
+        x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype,
+                         name=f"norm{i}")(x)
+      x = nn.relu(x)  # (B, H_i, W_i, filters)
+      self.sow("intermediates", f"layer{i}", x)
+      x = nn.max_pool(x, (pool, pool), strides=(pool, pool))  # (B, H_i/pool, W_i/pool, filters)
+    return _patchify(x, self.patch_size, self.d_model, self.dtype, self.param_dtype)
