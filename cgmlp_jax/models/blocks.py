@@ -59,4 +59,6 @@ class GMLPBlock(nn.Module):
     y = dense(x.shape[-1], "proj_out")(y)  # (B, N, D)
     y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
     y = DropPath(self.drop_path_rate)(y, deterministic=not train)
-    return x + y
+    out = x + y
+    self.sow("intermediates", "output", out)
+    return out

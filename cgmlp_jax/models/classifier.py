@@ -5,7 +5,7 @@ non-empty). ``axes`` gives each block's gating axis: a tuple of ``"token"``/``"c
 entry per block, or a shorthand: ``"token"``, ``"channel"``, ``"alternate"`` (token, channel, ...).
 
 Shapes: images ``(B, image_size, image_size, 3)`` -> logits ``(B, num_classes)`` in float32.
-Every block's output is sown into ``"intermediates"`` as ``block{i}`` (free unless mutable).
+Every block's output is sown into ``"intermediates"`` as ``block{i}/output`` (free unless mutable).
 """
 from typing import Any, Sequence
 
@@ -83,7 +83,6 @@ class GatedMLPClassifier(nn.Module):
       rate = self.drop_path_rate * i / max(self.depth - 1, 1)
       x = GMLPBlock(self.d_ffn, axis=axis, num_tokens=num_tokens, dropout_rate=self.dropout_rate,
                     drop_path_rate=rate, name=f"block{i}", **kw)(x, train=train)
-      self.sow("intermediates", f"block{i}", x)
     x = nn.LayerNorm(epsilon=LAYER_NORM_EPS, name="norm", **kw)(x)
     x = jnp.mean(x, axis=1)  # (B, D)
     x = nn.Dropout(self.head_dropout_rate)(x, deterministic=not train)

@@ -1,0 +1,187 @@
+"""Tests of cgmlp_jax.models on tiny variants (16x16 images), CPU, a few seconds in all."""
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.special import erf
+
+from cgmlp_jax import models
+
+NUM_CLASSES = 10
+
+
+def _images(size=16, batch=4, seed=0):
+  return jax.random.normal(jax.random.key(seed), (batch, size, size, 3))
+
+
+def _randomise_head(params, seed=1):
+  """The head is zero-initialised, which blocks gradients to everything below it at init."""
+  head = params["head"]
+  key = jax.random.key(seed)
+  head = {"kernel": 0.1 * jax.random.normal(key, head["kernel"].shape), "bias": head["bias"]}
+  return {**params, "head": head}
+
+
+@pytest.fixture(scope="module")
+def cgmlp():
+  model = models.get("test_cgmlp", num_classes=NUM_CLASSES)
+  params = model.init(jax.random.key(0), _images())["params"]
+  return model, _randomise_head(params)
+
+
+@pytest.mark.parametrize("axes", ["token", "channel", "alternate", ("channel", "token")])
+def test_output_shapes_for_every_axis_pattern(axes):
+  model = models.get("test_cgmlp", num_classes=NUM_CLASSES, axes=axes)
+  logits, variables = jax.eval_shape(
+      lambda x: model.init_with_output(jax.random.key(0), x), _images())
+  assert logits.shape == (4, NUM_CLASSES) and logits.dtype == jnp.float32
+  has_token_kernel = ["kernel" in variables["params"][f"block{i}"]["gating"] for i in range(2)]
+  assert has_token_kernel == [a == "token" for a in models.resolve_axes(axes, 2)]
+
+
+@pytest.mark.parametrize("size", [8, 16, 24, 40])
+def test_channel_only_model_runs_at_several_image_sizes(size):
+  model = models.get("test_cgmlp", num_classes=NUM_CLASSES, axes="channel", image_size=size)
+  logits = jax.jit(model.apply)(jax.jit(model.init)(jax.random.key(0), _images(size)),
+                                _images(size))
+  assert logits.shape == (4, NUM_CLASSES)
+
+
+def test_parameter_counts_by_hand_and_published():
+  # test_gmlp: 16x16 input, patch 4 -> N=16 tokens, D=16, F=32, 2 blocks, 10 classes.
+  #   stem: 4*4*3*16 + 16                          =    784
+  #   block: LN 2*16 + Dense 16*32+32 + SGU LN 2*16 + token kernel 16*16 + bias 16
+  #          + Dense 16*16+16                      =  1,152 (x2 = 2,304)
+  #   final LN 2*16 + head 16*10+10               =    202
+  assert _count("test_gmlp", NUM_CLASSES) == 784 + 2 * 1152 + 202
+  # The gMLP paper's ImageNet models (6M / 20M / 73M); the PyTorch port (timm) counts
+  # 19,422,656 for gmlp_s16_224.
+  assert _count("gmlp_s16", 1000) == 19_422_656
+  assert round(_count("gmlp_ti16", 1000) / 1e6) == 6
+  assert round(_count("gmlp_b16", 1000) / 1e6) == 73
+  # The paper's CIFAR-100 gMLP (Keras example): 64 tokens, d_model 256, d_ffn 512, 4 blocks.
+  block = 2 * 256 + 256 * 512 + 512 + 2 * 256 + 64 * 64 + 64 + 256 * 256 + 256
+  stem = 8 * 8 * 3 * 256 + 256
+  assert _count("gmlp_paper", 100) == stem + 4 * block + 2 * 256 + 256 * 100 + 100
+
+
+def _count(name, num_classes):
+  from cgmlp_jax.models.summary import count_params
+  return count_params(models.get(name, num_classes=num_classes))
+
+
+@pytest.mark.parametrize("axis", ["token", "channel"])
+def test_gating_unit_starts_as_identity_on_u(axis):
+  x = jax.random.normal(jax.random.key(0), (2, 16, 32))
+  sgu = models.SpatialGatingUnit(axis=axis, num_tokens=16)
+  out = sgu.apply(sgu.init(jax.random.key(1), x), x)
+  np.testing.assert_allclose(out, x[..., :16], atol=1e-4)
+
+
+def test_gradients_reach_every_parameter(cgmlp):
+  model, params = cgmlp
+  labels = jnp.arange(4) % NUM_CLASSES
+
+  def loss(p):
+    logits = model.apply({"params": p}, _images(), train=True,
+                         rngs={"dropout": jax.random.key(2)})
+    return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), labels])
+
+  grads = jax.jit(jax.grad(loss))(params)
+  for path, g in jax.tree_util.tree_leaves_with_path(grads):
+    assert np.all(np.isfinite(g)), path
+    assert np.any(g != 0), f"no gradient reaches {jax.tree_util.keystr(path)}"
+
+
+def test_bf16_compute_stays_close_to_f32(cgmlp):
+  model, params = cgmlp
+  bf16 = models.get("test_cgmlp", num_classes=NUM_CLASSES, dtype=jnp.bfloat16)
+  ref = jax.jit(model.apply)({"params": params}, _images())
+  out = jax.jit(bf16.apply)({"params": params}, _images())
+  assert out.dtype == jnp.float32
+  assert jax.tree.leaves(params)[0].dtype == jnp.float32
+  np.testing.assert_allclose(out, ref, atol=0.05 * float(jnp.abs(ref).max()))
+
+
+def test_jit_matches_eager_and_seed_is_reproducible(cgmlp):
+  model, params = cgmlp
+  eager = model.apply({"params": params}, _images())
+  jitted = jax.jit(model.apply)({"params": params}, _images())
+  np.testing.assert_allclose(eager, jitted, rtol=1e-5, atol=1e-6)
+  a = model.init(jax.random.key(7), _images())
+  b = model.init(jax.random.key(7), _images())
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_block_matches_reference_formula():
+  """Same weights, same function as the gMLP reference (exact GELU, LayerNorm eps 1e-6)."""
+  block = models.GMLPBlock(d_ffn=8, axis="token", num_tokens=3)
+  x = np.asarray(jax.random.normal(jax.random.key(0), (2, 3, 4)))
+  params = block.init(jax.random.key(1), x)["params"]
+  params = jax.tree.map(lambda p: p + 0.3 * np.asarray(jax.random.normal(jax.random.key(5),
+                                                                         p.shape)), params)
+  p = jax.tree.map(np.asarray, params)
+
+  def layer_norm(a, q):
+    mu, var = a.mean(-1, keepdims=True), a.var(-1, keepdims=True)
+    return (a - mu) / np.sqrt(var + 1e-6) * q["scale"] + q["bias"]
+
+  y = layer_norm(x, p["norm"]) @ p["proj_in"]["kernel"] + p["proj_in"]["bias"]
+  y = 0.5 * y * (1 + erf(y / math.sqrt(2)))
+  u, v = y[..., :4], layer_norm(y[..., 4:], p["gating"]["norm"])
+  gate = np.einsum("bnc,mn->bmc", v, p["gating"]["kernel"]) + p["gating"]["bias"][:, None]
+  expected = x + (u * gate) @ p["proj_out"]["kernel"] + p["proj_out"]["bias"]
+  out = jax.jit(block.apply)({"params": params}, x)
+  np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_drop_path_drops_whole_examples_in_training_only():
+  x = jnp.ones((64, 3, 2))
+  dp = models.DropPath(rate=0.5)
+  y = dp.apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(0)})
+  per_example = np.asarray(y).reshape(64, -1)
+  assert set(np.unique(per_example)) == {0.0, 2.0}
+  assert np.all(per_example.min(1) == per_example.max(1))
+  np.testing.assert_array_equal(dp.apply({}, x, deterministic=True), x)
+
+
+def test_intermediates_are_captured_only_when_asked(cgmlp):
+  model, params = cgmlp
+  _, state = jax.jit(lambda p, x: model.apply({"params": p}, x, mutable=["intermediates"]))(
+      params, _images())
+  inter = state["intermediates"]
+  assert inter["stem"]["layer0"][0].shape == (4, 16, 16, 8)
+  assert inter["block1"]["output"][0].shape == (4, 16, 16)
+  assert inter["block0"]["gating"]["gate"][0].shape == (4, 16, 16)
+  out = jax.jit(model.apply)({"params": params}, _images())
+  assert isinstance(out, jax.Array)  # not an (output, state) pair
+
+
+def test_token_gating_rejects_a_different_token_count():
+  sgu = models.SpatialGatingUnit(axis="token", num_tokens=16)
+  with pytest.raises(ValueError, match=r"built for 16 tokens but got 9"):
+    sgu.init(jax.random.key(0), jnp.ones((1, 9, 8)))
+
+
+def test_model_rejects_a_different_image_size(cgmlp):
+  model, params = cgmlp
+  with pytest.raises(ValueError, match=r"\(batch, 16, 16, channels\) but got \(4, 24, 24, 3\)"):
+    model.apply({"params": params}, _images(24))
+
+
+@pytest.mark.parametrize("name, overrides, message", [
+    ("test_gmlp", dict(image_size=18), r"Patch size 4 does not divide the 18x18"),
+    ("test_cgmlp", dict(image_size=15), r"Max-pool 2 of conv layer 0 does not divide its 15x15"),
+    ("test_cgmlp", dict(image_size=20, patch_size=4), r"Patch size 4 does not divide the 10x10"),
+    ("test_gmlp", dict(axes="diagonal"), r"Unknown axis pattern 'diagonal'.*alternate"),
+    ("test_gmlp", dict(axes=("token", "rows")), r"Unknown gating axis 'rows'.*'channel'"),
+    ("test_gmlp", dict(axes=("token",)), r"1 entries but the model has 2 blocks"),
+    ("test_gmlp", dict(widht=3), r"Unknown model override\(s\) \['widht'\]"),
+    ("gmlp_huge", {}, r"Unknown model variant 'gmlp_huge'.*cgmlp_2conv"),
+])
+def test_bad_sizes_and_names_raise_before_compute(name, overrides, message):
+  with pytest.raises(ValueError, match=message):
+    models.get(name, num_classes=NUM_CLASSES, **overrides)
