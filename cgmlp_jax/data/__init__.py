@@ -1,0 +1,37 @@
+"""Input data: TFDS splits held in host memory, index streams over them, on-device augmentation.
+
+Pure data code: nothing here imports the models or the trainer.
+"""
+from cgmlp_jax.data.augment import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    AugmentConfig,
+    augment,
+    normalize,
+)
+from cgmlp_jax.data.sources import (
+    ArraySplit,
+    DataError,
+    eval_batches,
+    gather,
+    load_split,
+    resolve_splits,
+    steps_per_epoch,
+    train_batches,
+)
+
+__all__ = [
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "ArraySplit",
+    "AugmentConfig",
+    "DataError",
+    "augment",
+    "eval_batches",
+    "gather",
+    "load_split",
+    "normalize",
+    "resolve_splits",
+    "steps_per_epoch",
+    "train_batches",
+]
