@@ -1,0 +1,113 @@
+"""The training config's schema, its defaults, and its validation.
+
+Every field a run can use is declared here, with its default, so a typo on the command line
+(``--config.lerning_rate=...``) or in a config file is an error, not a silently ignored key.
+Experiment files under ``configs/`` start from ``base_config()`` and override a few fields.
+"""
+import ml_collections
+
+from cgmlp_jax import models, parallel
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  # Model: a registry name plus overrides of its fields (see cgmlp_jax.models.registry).
+  c.model = "cgmlp_2conv"
+  c.model_kw = ml_collections.ConfigDict()
+  c.dtype = "float32"  # compute dtype: "float32" or "bfloat16" (params stay float32)
+
+  # Data: any TFDS image-classification dataset with "image" and "label" features.
+  c.dataset = "cifar100"
+  c.data_dir = ml_collections.FieldReference(None, field_type=str)  # None: TFDS default
+  c.train_split = "train"
+  c.validation_split = ""  # "": hold out `holdout_fraction` of train
+  c.holdout_fraction = 0.1
+  c.test_split = ""  # "": no test evaluation; evaluated once, with the best checkpoint
+  c.augment = ml_collections.ConfigDict(dict(
+      crop_padding=4, flip=True, zoom=0.0, mixup_alpha=0.0, cutmix_alpha=0.0,
+      random_erasing=0.0, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)))
+
+  # Optimisation.
+  c.batch_size = 128  # global, over all devices and processes
+  c.eval_batch_size = 512
+  c.num_epochs = 50
+  c.label_smoothing = 0.1
+  c.optimizer = ml_collections.ConfigDict(dict(
+      learning_rate=1e-3,
+      schedule="cosine",  # "cosine" (after warmup), "constant" or "plateau"
+      warmup_epochs=1.0,
+      min_learning_rate=0.0,
+      weight_decay=0.05,  # optax convention: decay = lr * weight_decay * param
+      b1=0.9, b2=0.999, eps=1e-8,
+      grad_clip_norm=1.0,  # 0: no clipping
+      plateau_factor=0.5, plateau_patience=3,  # schedule="plateau": on the epoch-mean train loss
+  ))
+  c.early_stopping = ml_collections.ConfigDict(dict(
+      metric="val_top1", mode="max", patience=0))  # patience 0: off
+
+  # Loop, checkpoints, logging.
+  c.log_every_steps = 50
+  c.checkpoint_every_steps = 500  # also at every epoch end and at the end of training
+  c.keep_checkpoints = 2
+  c.distributed = False  # jax.distributed.initialize() first (multi-host TPU/GPU)
+  return c
+
+
+SCHEDULES = ("cosine", "constant", "plateau")
+DTYPES = ("float32", "bfloat16")
+EARLY_STOP_METRICS = ("val_top1", "val_top5", "val_loss")
+
+
+def _check_keys(config, reference, prefix=""):
+  for key in config.keys():
+    if key not in reference:
+      raise ValueError(f"Unknown config field {prefix + key!r}; valid fields: "
+                       f"{sorted(reference.keys())}.")
+    if isinstance(reference[key], ml_collections.ConfigDict) and key != "model_kw":
+      _check_keys(config[key], reference[key], prefix + key + ".")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError for a config that cannot work, before any data is read or code compiled."""
+  _check_keys(config, base_config())
+  if config.dtype not in DTYPES:
+    raise ValueError(f"dtype={config.dtype!r}; use one of {DTYPES}.")
+  if config.optimizer.schedule not in SCHEDULES:
+    raise ValueError(f"optimizer.schedule={config.optimizer.schedule!r}; use one of {SCHEDULES}.")
+  es = config.early_stopping
+  if es.metric not in EARLY_STOP_METRICS or es.mode not in ("min", "max"):
+    raise ValueError(f"early_stopping needs metric in {EARLY_STOP_METRICS} and mode in "
+                     f"('min', 'max'); got {es.metric!r}, {es.mode!r}.")
+  for name in ("batch_size", "eval_batch_size", "num_epochs", "log_every_steps",
+               "checkpoint_every_steps", "keep_checkpoints"):
+    if config[name] <= 0:
+      raise ValueError(f"{name} must be positive; got {config[name]}.")
+  if not 0.0 <= config.holdout_fraction < 1.0:
+    raise ValueError(f"holdout_fraction must be in [0, 1); got {config.holdout_fraction}.")
+  parallel.check_batch_size(config.batch_size, "batch_size")
+  parallel.check_batch_size(config.eval_batch_size, "eval_batch_size")
+  build_model(config, num_classes=2)  # unknown variant / override, sizes that do not fit
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int) -> models.GatedMLPClassifier:
+  return models.get(config.model, num_classes=num_classes, dtype=config.dtype,
+                    **config.model_kw.to_dict())
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """Parses a config argument ``"k1=v1,flag"`` (``--config=file.py:k1=v1,flag``) over defaults.
+
+  A bare ``flag`` sets a boolean default to True; values are converted to the default's type.
+  """
+  out = ml_collections.ConfigDict(defaults)
+  for item in filter(None, (arg or "").split(",")):
+    key, _, value = item.partition("=")
+    if key not in defaults:
+      raise ValueError(f"Unknown config argument {key!r}; valid: {sorted(defaults)}.")
+    default = defaults[key]
+    if isinstance(default, bool):
+      out[key] = value.lower() in ("", "1", "true", "yes")
+    else:
+      out[key] = type(default)(value) if default is not None else value
+  return out

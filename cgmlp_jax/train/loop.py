@@ -1,0 +1,177 @@
+"""``train_and_evaluate(config, workdir)``: the whole training run, resumable at any checkpoint.
+
+config -> data (host memory) + model -> sharded state (fresh or restored) -> epochs of jitted steps
+-> validation, early stopping, checkpoints -> test with the best checkpoint.
+
+A step's batch and random numbers are functions of (seed, step) only, so a run restarted from a
+checkpoint continues exactly as an uninterrupted one would.
+"""
+import functools
+import json
+import time
+from typing import Any, Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from etils import epath
+
+from cgmlp_jax import parallel
+from cgmlp_jax import data as data_lib
+from cgmlp_jax.metrics import MetricsLogger
+from cgmlp_jax.train import config as config_lib
+from cgmlp_jax.train import optim, state as state_lib, step as step_lib
+from cgmlp_jax.train.checkpoint import Checkpoints
+from cgmlp_jax.train.early_stopping import EarlyStopping
+
+
+def load_data(config: ml_collections.ConfigDict) -> dict[str, data_lib.ArraySplit]:
+  """Reads train / validation / test into host memory; fails before any model work if missing."""
+  train_split, val_split = data_lib.resolve_splits(
+      config.train_split, config.validation_split or None, config.holdout_fraction)
+  splits = {"train": train_split, "val": val_split, "test": config.test_split or None}
+  return {name: data_lib.load_split(config.dataset, split, data_dir=config.data_dir)
+          for name, split in splits.items() if split}
+
+
+def evaluate(eval_step: Callable, params: Any, split: data_lib.ArraySplit, batch_size: int,
+             mesh: jax.sharding.Mesh) -> dict[str, float]:
+  """Mean loss / top-1 / top-5 over every example of ``split`` exactly once."""
+  totals = step_lib.zero_metrics()
+  for batch in data_lib.eval_batches(split, batch_size, process_index=jax.process_index(),
+                                    process_count=jax.process_count()):
+    totals = jax.tree.map(jnp.add, totals, eval_step(params, *parallel.to_global(mesh, batch)))
+  return _means(totals)
+
+
+def _means(sums: step_lib.Metrics) -> dict[str, float]:
+  sums = jax.device_get(sums)
+  count = max(float(sums.pop("count")), 1.0)
+  return {k: float(v) / count for k, v in sums.items()}
+
+
+def _prefetch(batches: Iterator, mesh: jax.sharding.Mesh, split: data_lib.ArraySplit) -> Iterator:
+  """Gathers and transfers batch i+1 while step i runs (dispatch is asynchronous)."""
+  pending = None
+  for idx in batches:
+    batch = parallel.to_global(mesh, data_lib.gather(split, idx))
+    if pending is not None:
+      yield pending
+    pending = batch
+  if pending is not None:
+    yield pending
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains, validates every epoch, tests the best checkpoint; returns the final summary."""
+  if config.distributed:
+    parallel.initialize_distributed()
+  config_lib.validate(config)
+  workdir = epath.Path(workdir)
+  data = load_data(config)
+  train = data["train"]
+  model = config_lib.build_model(config, train.num_classes)
+  augment_config = data_lib.AugmentConfig(image_size=model.image_size, **config.augment)
+  steps_per_epoch = data_lib.steps_per_epoch(len(train), config.batch_size)
+  total_steps = config.num_epochs * steps_per_epoch
+  tx = optim.make_optimizer(config, steps_per_epoch)
+  schedule = optim.learning_rate_schedule(config, steps_per_epoch)
+
+  mesh = parallel.make_mesh()
+  create = functools.partial(state_lib.create, model, tx, config.seed)
+  abstract_state = jax.eval_shape(create)
+  state_shardings = jax.tree.map(lambda _: parallel.replicated(mesh), abstract_state)
+  abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                abstract_state, state_shardings)
+
+  if jax.process_index() == 0:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+  logger = MetricsLogger(workdir)
+  checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
+  restored = checkpoints.restore_latest(abstract_state)
+  if restored:
+    state, progress = restored
+    logger.info(f"Resumed from {workdir / 'checkpoints'} at step {int(state.step)}.")
+  else:
+    state = jax.jit(create, out_shardings=state_shardings)()
+    progress = {"history": [], "early_stopping": {}}
+  stopper = EarlyStopping(**config.early_stopping.to_dict(), **progress["early_stopping"])
+
+  rep, batch = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  train_step = jax.jit(
+      step_lib.make_train_step(model, tx, augment_config, train.num_classes,
+                               config.label_smoothing),
+      in_shardings=(state_shardings, rep, batch, batch), out_shardings=(state_shardings, rep),
+      donate_argnums=(0, 1))
+  eval_step = jax.jit(step_lib.make_eval_step(model, augment_config), out_shardings=rep)
+
+  def save(state, best=False):
+    progress = {"history": history, "early_stopping": stopper.state_dict(),
+                "epoch": step // steps_per_epoch, "step_in_epoch": step % steps_per_epoch}
+    checkpoints.save(step, state, progress)
+    if best:
+      checkpoints.save_best(step, state, progress)
+
+  history = progress["history"]
+  step = int(state.step)
+  metrics = jax.device_put(step_lib.zero_metrics(), rep)
+  window_start, window_step, run_start = time.perf_counter(), step, time.perf_counter()
+  logger.info(f"Training {config.model} ({model.num_tokens} tokens) on {config.dataset}: "
+              f"{len(train)} train examples, {steps_per_epoch} steps/epoch, {total_steps} steps, "
+              f"{jax.device_count()} devices.")
+  while step < total_steps and not stopper.stopped:
+    epoch, start = divmod(step, steps_per_epoch)
+    indices = data_lib.train_batches(
+        len(train), config.batch_size, seed=config.seed, epoch=epoch,
+        process_index=jax.process_index(), process_count=jax.process_count(), start_step=start)
+    for images, labels in _prefetch(indices, mesh, train):
+      state, metrics = train_step(state, metrics, images, labels)
+      step += 1
+      if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
+        values = _means(metrics)
+        metrics = jax.device_put(step_lib.zero_metrics(), rep)
+        now = time.perf_counter()
+        rate = (step - window_step) * config.batch_size / (now - window_start)
+        lr = float(schedule(step)) * float(optim.plateau_scale(state.opt_state))
+        logger.write(step, "train", {**values, "lr": lr, "images_per_sec": rate})
+        eta = (total_steps - step) * config.batch_size / rate
+        logger.info(f"step {step}/{total_steps} epoch {step / steps_per_epoch:.2f} "
+                    f"{rate:.0f} img/s loss {values['loss']:.4f} top1 {values['top1']:.3f} "
+                    f"lr {lr:.2e} ETA {eta / 60:.1f} min")
+        window_start, window_step = now, step
+      if step % config.checkpoint_every_steps == 0 and step % steps_per_epoch:
+        save(state)
+
+    # Epoch end: validate, early-stop bookkeeping, checkpoint.
+    record = {"epoch": step // steps_per_epoch, "step": step,
+              "wall_time_s": time.perf_counter() - run_start}
+    improved = False
+    if "val" in data:
+      val = evaluate(eval_step, state.params, data["val"], config.eval_batch_size, mesh)
+      logger.write(step, "val", val)
+      record.update({f"val_{k}": v for k, v in val.items()})
+      improved = stopper.update(record[config.early_stopping.metric], step)
+      logger.info(f"epoch {record['epoch']} validation: loss {val['loss']:.4f} "
+                  f"top1 {val['top1']:.4f} top5 {val['top5']:.4f}"
+                  f"{' (best)' if improved else ''}")
+    history.append(record)
+    save(state, best=improved)
+    window_start = time.perf_counter()
+  checkpoints.wait()
+
+  summary = {"step": step, "epochs": step / steps_per_epoch, "history": history,
+             "best": stopper.state_dict()}
+  if "test" in data:
+    best = checkpoints.restore_best(abstract_state) if "val" in data else None
+    params = best[0].params if best else state.params
+    test = evaluate(eval_step, params, data["test"], config.eval_batch_size, mesh)
+    logger.write(step, "test", test)
+    logger.info(f"test (best checkpoint): top1 {test['top1']:.4f} top5 {test['top5']:.4f}")
+    summary["test"] = test
+  if jax.process_index() == 0:
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+  checkpoints.close()
+  logger.close()
+  return summary

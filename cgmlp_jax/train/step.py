@@ -1,0 +1,72 @@
+"""Pure train and eval steps; the loop jits them over the mesh.
+
+Augmentation runs inside the train step, on device, with per-example keys derived from the state's
+key and the step number, so a resumed run draws exactly the numbers an uninterrupted one would.
+Metrics come back as on-device sums (loss, top-1, top-5, count) that the loop adds up and fetches
+once per log interval.
+"""
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from cgmlp_jax import data as data_lib
+from cgmlp_jax.train.state import TrainState
+
+Metrics = dict[str, jax.Array]  # sums over examples; "count" is the number of examples
+
+
+def zero_metrics() -> Metrics:
+  return {k: jnp.zeros((), jnp.float32) for k in ("loss", "top1", "top5", "count")}
+
+
+def _metric_sums(logits, labels, loss_per_example, weights) -> Metrics:
+  # logits: (B, K) f32, labels: (B,) int, loss_per_example / weights: (B,)
+  k = min(5, logits.shape[-1])
+  top_k = jax.lax.top_k(logits, k)[1]  # (B, k)
+  top1 = (top_k[:, 0] == labels).astype(jnp.float32)
+  top5 = jnp.any(top_k == labels[:, None], axis=-1).astype(jnp.float32)
+  return {"loss": jnp.sum(loss_per_example * weights), "top1": jnp.sum(top1 * weights),
+          "top5": jnp.sum(top5 * weights), "count": jnp.sum(weights)}
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformationExtraArgs,
+                    augment_config: data_lib.AugmentConfig, num_classes: int,
+                    label_smoothing: float) -> Callable:
+  """``train_step(state, metrics, images_uint8 (B,H,W,C), labels (B,)) -> (state, metrics)``."""
+
+  def train_step(state: TrainState, metrics: Metrics, images: jax.Array, labels: jax.Array):
+    key = jax.random.fold_in(state.rng, state.step)
+    augment_key, dropout_key = jax.random.split(key)
+    onehot = jax.nn.one_hot(labels, num_classes)
+    inputs, targets = data_lib.augment(augment_key, images, onehot, augment_config,
+                                          dtype=model.dtype or jnp.float32)
+    targets = optax.smooth_labels(targets, label_smoothing)  # (B, K)
+
+    def loss_fn(params):
+      logits = model.apply({"params": params}, inputs, train=True, rngs={"dropout": dropout_key})
+      per_example = optax.softmax_cross_entropy(logits, targets)
+      return jnp.mean(per_example), (logits, per_example)
+
+    (loss, (logits, per_example)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
+    params = optax.apply_updates(state.params, updates)
+    sums = _metric_sums(logits, labels, per_example, jnp.ones_like(per_example))
+    metrics = jax.tree.map(jnp.add, metrics, sums)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return train_step
+
+
+def make_eval_step(model: nn.Module, augment_config: data_lib.AugmentConfig) -> Callable:
+  """``eval_step(params, images_uint8, labels, mask) -> metric sums`` over the real examples."""
+
+  def eval_step(params, images: jax.Array, labels: jax.Array, mask: jax.Array) -> Metrics:
+    inputs = data_lib.normalize(images, augment_config, dtype=model.dtype or jnp.float32)
+    logits = model.apply({"params": params}, inputs, train=False)
+    per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    return _metric_sums(logits, labels, per_example, mask.astype(jnp.float32))
+
+  return eval_step

@@ -1,0 +1,25 @@
+"""Trains a model: ``python launch.py --config=configs/cgmlp.py --workdir=runs/cgmlp``.
+
+Overrides: ``--config.num_epochs=10``, config arguments: ``--config=configs/cgmlp.py:convs=1``.
+Starting again with the same workdir resumes from its latest checkpoint.
+"""
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the resolved config.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)  # progress is printed; orbax's INFO lines are noise
+  import tensorflow as tf  # noqa: PLC0415  (TF only reads data; keep it off the GPUs/TPUs)
+  tf.config.set_visible_devices([], "GPU")
+  from cgmlp_jax.train import train_and_evaluate  # noqa: PLC0415
+  train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)
