@@ -9,3 +9,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
+
+import tempfile  # noqa: E402
+
+# Runs in one session often compile the same programs (e.g. a run and its resumed copy): share
+# them through a persistent compilation cache that lives as long as the session.
+_CACHE = tempfile.mkdtemp(prefix="cgmlp_jax_test_xla_cache_")
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

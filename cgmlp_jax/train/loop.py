@@ -108,16 +108,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   eval_step = jax.jit(step_lib.make_eval_step(model, augment_config), out_shardings=rep)
 
   def save(state, best=False):
-    progress = {"history": history, "early_stopping": stopper.state_dict(),
-                "epoch": step // steps_per_epoch, "step_in_epoch": step % steps_per_epoch}
-    checkpoints.save(step, state, progress)
+    record = {"history": history, "early_stopping": stopper.state_dict(),
+                "epoch": step // steps_per_epoch, "step_in_epoch": step % steps_per_epoch,
+                "wall_time_s": elapsed()}
+    checkpoints.save(step, state, record)
     if best:
-      checkpoints.save_best(step, state, progress)
+      checkpoints.save_best(step, state, record)
 
   history = progress["history"]
   step = int(state.step)
   metrics = jax.device_put(step_lib.zero_metrics(), rep)
   window_start, window_step, run_start = time.perf_counter(), step, time.perf_counter()
+  time_before_start = progress.get("wall_time_s", 0.0)  # training time of earlier sessions
+  elapsed = lambda: time_before_start + time.perf_counter() - run_start  # noqa: E731
   logger.info(f"Training {config.model} ({model.num_tokens} tokens) on {config.dataset}: "
               f"{len(train)} train examples, {steps_per_epoch} steps/epoch, {total_steps} steps, "
               f"{jax.device_count()} devices.")
@@ -145,8 +148,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         save(state)
 
     # Epoch end: validate, early-stop bookkeeping, checkpoint.
-    record = {"epoch": step // steps_per_epoch, "step": step,
-              "wall_time_s": time.perf_counter() - run_start}
+    record = {"epoch": step // steps_per_epoch, "step": step, "wall_time_s": elapsed()}
     improved = False
     if "val" in data:
       val = evaluate(eval_step, state.params, data["val"], config.eval_batch_size, mesh)

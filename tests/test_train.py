@@ -1,0 +1,210 @@
+"""End-to-end tests of the training system on tiny mocked CIFAR-10 (8 fake CPU devices)."""
+import functools
+import json
+import shutil
+
+import jax
+from absl import flags
+from ml_collections import config_flags
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+import tensorflow_datasets as tfds
+
+from cgmlp_jax import data as data_lib, parallel
+from cgmlp_jax.train import config as config_lib, loop, optim, state as state_lib
+from cgmlp_jax.train import step as step_lib
+
+NUM_EXAMPLES = 40  # mock_data gives every split (and slice) 40 examples: 5 steps per epoch
+
+
+def tiny_config(**overrides):
+  config = config_lib.base_config()
+  config.model = "test_cgmlp"
+  config.dataset = "cifar10"
+  config.holdout_fraction = 0.25
+  config.test_split = "test"
+  config.batch_size = 8
+  config.eval_batch_size = 16  # does not divide the 10 validation / 40 test examples
+  config.num_epochs = 2
+  config.log_every_steps = 2
+  config.checkpoint_every_steps = 2
+  config.keep_checkpoints = 10
+  config.optimizer.warmup_epochs = 0.5
+  config.update(overrides)
+  return config
+
+
+def run(config, workdir):
+  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+    return loop.train_and_evaluate(config, str(workdir))
+
+
+def final_params(workdir):
+  step = max(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  return ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(step) / "state")["params"]
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("straight")
+  return workdir, run(tiny_config(), workdir)
+
+
+def test_train_and_evaluate_writes_metrics_checkpoints_and_summary(straight_run):
+  workdir, summary = straight_run
+  assert summary["step"] == 2 * (NUM_EXAMPLES // 8) and summary["epochs"] == 2
+  lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  splits = [l["split"] for l in lines]
+  assert splits.count("val") == 2 and splits.count("test") == 1 and "train" in splits
+  assert all(np.isfinite(l["loss"]) for l in lines)
+  assert {"lr", "images_per_sec", "top5"} <= set(lines[0])
+  assert 0.0 <= summary["test"]["top1"] <= summary["test"]["top5"] <= 1.0
+  assert (workdir / "best").is_dir() and (workdir / "tensorboard").is_dir()
+  assert json.loads((workdir / "config.json").read_text())["model"] == "test_cgmlp"
+  steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  assert steps == [2, 4, 5, 6, 8, 10]  # every 2 steps and at each epoch end (5 steps/epoch)
+
+
+def test_resume_mid_epoch_reproduces_the_uninterrupted_run(straight_run, tmp_path):
+  workdir, summary = straight_run
+  resumed = tmp_path / "resumed"
+  shutil.copytree(workdir, resumed)
+  for step in ("8", "10"):  # as if the run had been killed at step 7, mid-epoch 2
+    shutil.rmtree(resumed / "checkpoints" / step)
+  shutil.rmtree(resumed / "best")
+  resumed_summary = run(tiny_config(), resumed)
+  assert resumed_summary["step"] == summary["step"]
+  jax.tree.map(np.testing.assert_array_equal, final_params(resumed), final_params(workdir))
+  without_time = lambda history: [{k: v for k, v in r.items() if k != "wall_time_s"}  # noqa: E731
+                                   for r in history]
+  assert without_time(resumed_summary["history"]) == without_time(summary["history"])
+  times = [r["wall_time_s"] for r in resumed_summary["history"]]
+  assert times[1] > times[0] > 0  # training time accumulates across restarts
+
+
+def test_finished_run_started_again_does_not_train_more(straight_run):
+  workdir, summary = straight_run
+  again = run(tiny_config(), workdir)
+  assert again["step"] == summary["step"]
+  assert again["test"] == pytest.approx(summary["test"])
+
+
+@pytest.fixture(scope="module")
+def step_setup():
+  config = tiny_config(label_smoothing=0.0)
+  config.optimizer.learning_rate = 3e-3
+  config.optimizer.schedule = "constant"
+  config.optimizer.warmup_epochs = 0.0
+  model = config_lib.build_model(config, num_classes=10)
+  tx = optim.make_optimizer(config, steps_per_epoch=10)
+  augment = data_lib.AugmentConfig(image_size=16)
+  state = jax.jit(functools.partial(state_lib.create, model, tx, 0))()
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (16, 16, 16, 3), dtype=np.uint8)
+  labels = rng.integers(0, 10, (16,)).astype(np.int32)
+  return model, tx, augment, state, images, labels
+
+
+def test_sharded_step_equals_single_device_step(step_setup):
+  model, tx, augment, state, images, labels = step_setup
+  train_step = step_lib.make_train_step(model, tx, augment, 10, 0.1)
+  metrics = step_lib.zero_metrics()
+  single_device = jax.devices()[0]
+  ref_state, ref_metrics = jax.jit(train_step)(*jax.device_put((state, metrics, images, labels),
+                                                               single_device))
+  mesh = parallel.make_mesh()
+  assert mesh.size == 8
+  rep, batch = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  sharded = jax.jit(train_step, in_shardings=(rep, rep, batch, batch), out_shardings=(rep, rep))
+  out_state, out_metrics = sharded(state, metrics, *parallel.to_global(mesh, (images, labels)))
+  assert out_state.params["head"]["kernel"].sharding.is_fully_replicated
+  jax.tree.map(functools.partial(np.testing.assert_allclose, atol=1e-5, rtol=1e-5),
+               (out_state.params, out_metrics), (ref_state.params, ref_metrics))
+
+
+def test_small_model_overfits_one_batch(step_setup):
+  model, tx, augment, state, images, labels = step_setup
+  no_augment = data_lib.AugmentConfig(image_size=16, crop_padding=0, flip=False)
+  tx = optax.adam(1e-2)
+  state = state.replace(opt_state=tx.init(state.params))
+  train_step = jax.jit(step_lib.make_train_step(model, tx, no_augment, 10, 0.0))
+  losses = []
+  for _ in range(50):
+    metrics = step_lib.zero_metrics()
+    state, metrics = train_step(state, metrics, images, labels)
+    losses.append(float(metrics["loss"] / metrics["count"]))
+  assert losses[-1] < 0.1 * losses[0], losses
+
+
+def test_evaluation_counts_every_example_once(step_setup):
+  model, tx, augment, state, _, _ = step_setup
+  labels = np.array([1] + [0] * 5 + [2] * 15, np.int32)  # 21 examples; example 0 is not class 0
+  split = data_lib.ArraySplit(images=np.zeros((21, 16, 16, 3), np.uint8), labels=labels,
+                              num_classes=10, class_names=tuple("abcdefghij"))
+  eval_step = jax.jit(step_lib.make_eval_step(model, augment))
+  # The zero-initialised head gives equal logits, so every prediction is class 0.
+  result = loop.evaluate(eval_step, state.params, split, 16, parallel.make_mesh())
+  assert result["top1"] == pytest.approx(5 / 21)
+  assert result["loss"] == pytest.approx(np.log(10), rel=1e-5)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(batch_size=12), r"batch_size=12 is not divisible by the 8 devices"),
+    (dict(eval_batch_size=20), r"eval_batch_size=20 is not divisible by the 8 devices"),
+    (dict(model="gmlp_tiny"), r"Unknown model variant 'gmlp_tiny'"),
+    (dict(model_kw={"image_size": 18}), r"Patch size 2 does not divide the 9x9"),
+    (dict(dtype="float16"), r"dtype='float16'"),
+    (dict(holdout_fraction=1.0), r"holdout_fraction must be in \[0, 1\)"),
+    (dict(num_epochs=0), r"num_epochs must be positive"),
+])
+def test_bad_configs_fail_before_any_data_or_compile(overrides, message, tmp_path):
+  config = tiny_config()
+  config.update(overrides)
+  with pytest.raises(ValueError, match=message):
+    loop.train_and_evaluate(config, str(tmp_path))  # no mock_data: would fail on data if reached
+  assert not (tmp_path / "checkpoints").exists()
+
+
+def test_unknown_config_fields_are_rejected():
+  config = tiny_config()
+  with config.unlocked():
+    config.optimizer.lerning_rate = 1.0
+  with pytest.raises(ValueError, match=r"Unknown config field 'optimizer.lerning_rate'"):
+    config_lib.validate(config)
+  with pytest.raises(AttributeError):
+    config_lib.base_config().lock().batchsize = 3  # locked configs reject new keys outright
+
+
+def test_missing_dataset_fails_before_the_model_is_built(tmp_path, monkeypatch):
+  config = tiny_config(dataset="cifar10", data_dir=str(tmp_path / "empty"))
+  built = []
+  monkeypatch.setattr(config_lib, "build_model", lambda *a, **k: built.append(1))
+  monkeypatch.setattr(config_lib, "validate", lambda c: None)
+  with pytest.raises(data_lib.DataError, match=r"tfds build cifar10"):
+    loop.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not built
+
+
+@pytest.mark.parametrize("path, arg, model", [
+    ("configs/cgmlp.py", None, "cgmlp_2conv"),
+    ("configs/cgmlp.py", "convs=1", "cgmlp_1conv"),
+    ("configs/cgmlp.py", "mixed,small", "cgmlp_2conv_mixed_small"),
+    ("configs/gmlp.py", "small", "gmlp_small"),
+])
+def test_config_files_parse_override_and_validate(path, arg, model):
+  argv = ["launch.py", f"--config={path}" + (f":{arg}" if arg else ""), "--config.num_epochs=3"]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, flag_values=flag_values, lock_config=True,
+                                  sys_argv=argv)  # overrides are found in argv, as in launch.py
+  flag_values(argv)
+  config = flag_values.config
+  assert config.model == model and config.num_epochs == 3
+  config_lib.validate(config)
+
+
+def test_config_argument_errors():
+  with pytest.raises(ValueError, match=r"Unknown config argument 'conv'"):
+    config_lib.parse_arg("conv=1", convs=2)
