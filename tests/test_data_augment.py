@@ -14,119 +14,126 @@ _OFF = dict(crop_padding=0, flip=False)  # every option off
 
 
 def _batch():
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (_B, 8, 8, 3), dtype=np.uint8)
-    labels = jax.nn.one_hot(np.arange(_B) % _K, _K)
-    return jnp.asarray(images), labels
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (_B, 8, 8, 3), dtype=np.uint8)
+  labels = jax.nn.one_hot(np.arange(_B) % _K, _K)
+  return jnp.asarray(images), labels
 
 
 @functools.lru_cache(maxsize=None)
 def _jitted(cfg, dtype=jnp.float32):
-    return jax.jit(functools.partial(augment, cfg=cfg, dtype=dtype))
+  return jax.jit(functools.partial(augment, cfg=cfg, dtype=dtype))
 
 
 def test_all_options_shapes_dtypes_determinism_and_targets():
-    cfg = AugmentConfig(image_size=16, zoom=0.2, random_erasing=0.5, mixup_alpha=1.0,
-                        cutmix_alpha=1.0)
-    images, labels = _batch()
-    run = _jitted(cfg, jnp.bfloat16)
-    x, y = run(jax.random.key(0), images, labels)
-    assert x.shape == (_B, 16, 16, 3) and x.dtype == jnp.bfloat16
-    assert y.shape == (_B, _K) and y.dtype == jnp.float32
-    assert bool(jnp.all(jnp.isfinite(x.astype(jnp.float32))))
-    x2, y2 = run(jax.random.key(0), images, labels)
-    np.testing.assert_array_equal(np.asarray(x, np.float32), np.asarray(x2, np.float32))
-    np.testing.assert_array_equal(y, y2)
-    used_cutmix = set()
-    for seed in range(1, 9):  # mixup or CutMix is drawn per batch; both keep rows summing to 1
-        x3, y3 = run(jax.random.key(seed), images, labels)
-        assert not np.array_equal(np.asarray(x, np.float32), np.asarray(x3, np.float32))
-        np.testing.assert_allclose(y3.sum(axis=1), 1.0, rtol=1e-6)
-        # CutMix weights are whole pixel counts over 16 * 16; a mixup weight almost never is.
-        y3 = np.asarray(y3) * 256
-        used_cutmix.add(bool(np.all(y3 == np.round(y3))))
-    assert used_cutmix == {True, False}
+  cfg = AugmentConfig(image_size=16,
+                      zoom=0.2,
+                      random_erasing=0.5,
+                      mixup_alpha=1.0,
+                      cutmix_alpha=1.0)
+  images, labels = _batch()
+  run = _jitted(cfg, jnp.bfloat16)
+  x, y = run(jax.random.key(0), images, labels)
+  assert x.shape == (_B, 16, 16, 3) and x.dtype == jnp.bfloat16
+  assert y.shape == (_B, _K) and y.dtype == jnp.float32
+  assert bool(jnp.all(jnp.isfinite(x.astype(jnp.float32))))
+  x2, y2 = run(jax.random.key(0), images, labels)
+  np.testing.assert_array_equal(np.asarray(x, np.float32), np.asarray(x2, np.float32))
+  np.testing.assert_array_equal(y, y2)
+  used_cutmix = set()
+  for seed in range(1, 9):  # mixup or CutMix is drawn per batch; both keep rows summing to 1
+    x3, y3 = run(jax.random.key(seed), images, labels)
+    assert not np.array_equal(np.asarray(x, np.float32), np.asarray(x3, np.float32))
+    np.testing.assert_allclose(y3.sum(axis=1), 1.0, rtol=1e-6)
+    # CutMix weights are whole pixel counts over 16 * 16; a mixup weight almost never is.
+    y3 = np.asarray(y3) * 256
+    used_cutmix.add(bool(np.all(y3 == np.round(y3))))
+  assert used_cutmix == {True, False}
 
 
 def test_flip_only_gives_image_or_mirror():
-    cfg = AugmentConfig(image_size=8, crop_padding=0, flip=True)
-    images, labels = _batch()
-    x, y = _jitted(cfg)(jax.random.key(2), images, labels)
-    plain, mirror = normalize(images, cfg), normalize(images[:, :, ::-1], cfg)
-    flipped = [bool(jnp.allclose(a, m)) for a, m in zip(x, mirror)]
-    for a, p, m, f in zip(x, plain, mirror, flipped):
-        np.testing.assert_allclose(a, m if f else p, atol=1e-6)
-    assert 0 < sum(flipped) < _B  # both outcomes occur for this key
-    np.testing.assert_array_equal(y, labels)
+  cfg = AugmentConfig(image_size=8, crop_padding=0, flip=True)
+  images, labels = _batch()
+  x, y = _jitted(cfg)(jax.random.key(2), images, labels)
+  plain, mirror = normalize(images, cfg), normalize(images[:, :, ::-1], cfg)
+  flipped = [bool(jnp.allclose(a, m)) for a, m in zip(x, mirror)]
+  for a, p, m, f in zip(x, plain, mirror, flipped):
+    np.testing.assert_allclose(a, m if f else p, atol=1e-6)
+  assert 0 < sum(flipped) < _B  # both outcomes occur for this key
+  np.testing.assert_array_equal(y, labels)
 
 
 @pytest.mark.parametrize("size", [8, 16])
 def test_all_off_equals_normalize(size):
-    cfg = AugmentConfig(image_size=size, **_OFF)
-    images, labels = _batch()
-    x, y = _jitted(cfg)(jax.random.key(0), images, labels)
-    np.testing.assert_allclose(x, normalize(images, cfg), rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(y, labels)
+  cfg = AugmentConfig(image_size=size, **_OFF)
+  images, labels = _batch()
+  x, y = _jitted(cfg)(jax.random.key(0), images, labels)
+  np.testing.assert_allclose(x, normalize(images, cfg), rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(y, labels)
 
 
 def test_normalize_values():
-    cfg = AugmentConfig(image_size=8, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-    images = jnp.full((1, 8, 8, 3), 255, jnp.uint8)
-    np.testing.assert_allclose(normalize(images, cfg), 1.0)
+  cfg = AugmentConfig(image_size=8, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+  images = jnp.full((1, 8, 8, 3), 255, jnp.uint8)
+  np.testing.assert_allclose(normalize(images, cfg), 1.0)
 
 
 def test_cutmix_only_keeps_targets_normalised():
-    cfg = AugmentConfig(image_size=8, cutmix_alpha=1.0, **_OFF)
-    images, labels = _batch()
-    x, y = _jitted(cfg)(jax.random.key(3), images, labels)
-    np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-6)
-    assert bool(jnp.any(y != labels))  # targets really were mixed
-    assert x.shape == (_B, 8, 8, 3)
+  cfg = AugmentConfig(image_size=8, cutmix_alpha=1.0, **_OFF)
+  images, labels = _batch()
+  x, y = _jitted(cfg)(jax.random.key(3), images, labels)
+  np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-6)
+  assert bool(jnp.any(y != labels))  # targets really were mixed
+  assert x.shape == (_B, 8, 8, 3)
 
 
 def test_random_erasing_is_per_example():
-    cfg = AugmentConfig(image_size=8, random_erasing=1.0, **_OFF)
-    images, labels = _batch()
-    same = jnp.broadcast_to(images[:1], images.shape)  # one image repeated
-    x, _ = _jitted(cfg)(jax.random.key(0), same, labels)
-    changed = np.asarray(jnp.any(x != normalize(same, cfg), axis=-1))  # (B, 8, 8)
-    assert changed.any(axis=(1, 2)).all() and not changed.all()
-    assert len({row.tobytes() for row in changed}) > 1  # each example got its own box
+  cfg = AugmentConfig(image_size=8, random_erasing=1.0, **_OFF)
+  images, labels = _batch()
+  same = jnp.broadcast_to(images[:1], images.shape)  # one image repeated
+  x, _ = _jitted(cfg)(jax.random.key(0), same, labels)
+  changed = np.asarray(jnp.any(x != normalize(same, cfg), axis=-1))  # (B, 8, 8)
+  assert changed.any(axis=(1, 2)).all() and not changed.all()
+  assert len({row.tobytes() for row in changed}) > 1  # each example got its own box
 
 
 def test_crop_and_zoom_geometry():
-    image = jnp.arange(4 * 4 * 3, dtype=jnp.float32).reshape(4, 4, 3)
-    crop = jax.jit(_random_crop, static_argnums=2)
-    top_left = crop(jnp.array([0.0, 0.0]), image, 1)  # window starts in the zero padding
-    np.testing.assert_array_equal(top_left[1:, 1:], image[:-1, :-1])
-    assert not top_left[0].any() and not top_left[:, 0].any()
-    np.testing.assert_array_equal(crop(jnp.array([0.5, 0.5]), image, 1), image)
-    # Zoom factor 1 (u = 0.5) is a plain centred resize; u = 1 magnifies by 1 + zoom.
-    zoom = jax.jit(_random_zoom, static_argnums=(2, 3))
-    resized = jax.image.resize(image, (8, 8, 3), "linear")
-    np.testing.assert_allclose(zoom(jnp.float32(0.5), image, 0.2, 8), resized, atol=1e-4)
-    assert not np.allclose(zoom(jnp.float32(1.0), image, 0.2, 8), resized, atol=1e-2)
+  image = jnp.arange(4 * 4 * 3, dtype=jnp.float32).reshape(4, 4, 3)
+  crop = jax.jit(_random_crop, static_argnums=2)
+  top_left = crop(jnp.array([0.0, 0.0]), image, 1)  # window starts in the zero padding
+  np.testing.assert_array_equal(top_left[1:, 1:], image[:-1, :-1])
+  assert not top_left[0].any() and not top_left[:, 0].any()
+  np.testing.assert_array_equal(crop(jnp.array([0.5, 0.5]), image, 1), image)
+  # Zoom factor 1 (u = 0.5) is a plain centred resize; u = 1 magnifies by 1 + zoom.
+  zoom = jax.jit(_random_zoom, static_argnums=(2, 3))
+  resized = jax.image.resize(image, (8, 8, 3), "linear")
+  np.testing.assert_allclose(zoom(jnp.float32(0.5), image, 0.2, 8), resized, atol=1e-4)
+  assert not np.allclose(zoom(jnp.float32(1.0), image, 0.2, 8), resized, atol=1e-2)
 
 
 @pytest.mark.parametrize("kwargs", [
-    dict(image_size=0), dict(image_size=8, crop_padding=-1), dict(image_size=8, zoom=1.0),
-    dict(image_size=8, mixup_alpha=-0.1), dict(image_size=8, random_erasing=1.5),
-    dict(image_size=8, mean=(0.5,), std=(0.5, 0.5)), dict(image_size=8, std=(0.2, 0.0, 0.2)),
+    dict(image_size=0),
+    dict(image_size=8, crop_padding=-1),
+    dict(image_size=8, zoom=1.0),
+    dict(image_size=8, mixup_alpha=-0.1),
+    dict(image_size=8, random_erasing=1.5),
+    dict(image_size=8, mean=(0.5,), std=(0.5, 0.5)),
+    dict(image_size=8, std=(0.2, 0.0, 0.2)),
 ])
 def test_bad_config_raises(kwargs):
-    with pytest.raises(ValueError, match="Invalid AugmentConfig"):
-        AugmentConfig(**kwargs)
+  with pytest.raises(ValueError, match="Invalid AugmentConfig"):
+    AugmentConfig(**kwargs)
 
 
 def test_bad_inputs_raise():
-    cfg = AugmentConfig(image_size=8)
-    with pytest.raises(ValueError, match="channels"):
-        normalize(jnp.zeros((1, 8, 8, 1), jnp.uint8), cfg)
-    with pytest.raises(ValueError, match="uint8"):
-        normalize(jnp.zeros((1, 8, 8, 3), jnp.float32), cfg)
+  cfg = AugmentConfig(image_size=8)
+  with pytest.raises(ValueError, match="channels"):
+    normalize(jnp.zeros((1, 8, 8, 1), jnp.uint8), cfg)
+  with pytest.raises(ValueError, match="uint8"):
+    normalize(jnp.zeros((1, 8, 8, 3), jnp.float32), cfg)
 
 
 def test_config_is_hashable_with_list_inputs():
-    cfg = AugmentConfig(image_size=8, mean=[0.5, 0.5, 0.5], std=[0.2, 0.2, 0.2])
-    assert cfg.mean == (0.5, 0.5, 0.5) and hash(cfg) == hash(AugmentConfig(
-        image_size=8, mean=(0.5, 0.5, 0.5), std=(0.2, 0.2, 0.2)))
+  cfg = AugmentConfig(image_size=8, mean=[0.5, 0.5, 0.5], std=[0.2, 0.2, 0.2])
+  assert cfg.mean == (0.5, 0.5, 0.5) and hash(cfg) == hash(
+      AugmentConfig(image_size=8, mean=(0.5, 0.5, 0.5), std=(0.2, 0.2, 0.2)))

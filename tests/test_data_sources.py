@@ -19,101 +19,101 @@ _TINY_SHAPE = (8, 8, 3)
 
 
 def _tiny_images() -> np.ndarray:
-    return np.random.default_rng(0).integers(0, 256, (_TINY_N, *_TINY_SHAPE), dtype=np.uint8)
+  return np.random.default_rng(0).integers(0, 256, (_TINY_N, *_TINY_SHAPE), dtype=np.uint8)
 
 
 class CgmlpTinyImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """Ten 8x8 images, train split only. Unregistered, so TFDS can only find it on disk."""
+  """Ten 8x8 images, train split only. Unregistered, so TFDS can only find it on disk."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    # There is no source file or checksums to look up; tfds' lookup would need the optional
-    # importlib_resources package whenever this module's name is dotted (pytest import modes).
-    code_path = None
+  VERSION = tfds.core.Version("1.0.0")
+  # There is no source file or checksums to look up; tfds' lookup would need the optional
+  # importlib_resources package whenever this module's name is dotted (pytest import modes).
+  code_path = None
 
-    def _info(self):
-        return tfds.core.DatasetInfo(
-            builder=self,
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=_TINY_SHAPE),
-                "label": tfds.features.ClassLabel(names=["a", "b", "c"]),
-            }),
-        )
+  def _info(self):
+    return tfds.core.DatasetInfo(
+        builder=self,
+        features=tfds.features.FeaturesDict({
+            "image": tfds.features.Image(shape=_TINY_SHAPE),
+            "label": tfds.features.ClassLabel(names=["a", "b", "c"]),
+        }),
+    )
 
-    def _split_generators(self, dl_manager):
-        return {"train": self._generate_examples()}
+  def _split_generators(self, dl_manager):
+    return {"train": self._generate_examples()}
 
-    def _generate_examples(self):
-        for i, image in enumerate(_tiny_images()):
-            yield i, {"image": image, "label": i % 3}
+  def _generate_examples(self):
+    for i, image in enumerate(_tiny_images()):
+      yield i, {"image": image, "label": i % 3}
 
 
 class CgmlpTinyVarsize(CgmlpTinyImages, skip_registration=True):
-    """Like CgmlpTinyImages but with a variable image size, which cannot be stacked."""
+  """Like CgmlpTinyImages but with a variable image size, which cannot be stacked."""
 
-    def _info(self):
-        return tfds.core.DatasetInfo(
-            builder=self,
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3)),
-                "label": tfds.features.ClassLabel(names=["a", "b", "c"]),
-            }),
-        )
+  def _info(self):
+    return tfds.core.DatasetInfo(
+        builder=self,
+        features=tfds.features.FeaturesDict({
+            "image": tfds.features.Image(shape=(None, None, 3)),
+            "label": tfds.features.ClassLabel(names=["a", "b", "c"]),
+        }),
+    )
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> str:
-    """A data_dir holding both tiny datasets, prepared locally (no downloads involved)."""
-    data_dir = str(tmp_path_factory.mktemp("tfds"))
-    for cls in (CgmlpTinyImages, CgmlpTinyVarsize):
-        cls(data_dir=data_dir).download_and_prepare()
-    return data_dir
+  """A data_dir holding both tiny datasets, prepared locally (no downloads involved)."""
+  data_dir = str(tmp_path_factory.mktemp("tfds"))
+  for cls in (CgmlpTinyImages, CgmlpTinyVarsize):
+    cls(data_dir=data_dir).download_and_prepare()
+  return data_dir
 
 
 def test_load_split_mock_data(tmp_path):
-    with tfds.testing.mock_data(num_examples=12):
-        split = load_split("cifar10", "train[:90%]", data_dir=str(tmp_path))
-    assert split.images.shape == (12, 32, 32, 3) and split.images.dtype == np.uint8
-    assert split.labels.shape == (12,) and split.labels.dtype == np.int32
-    assert split.labels.min() >= 0 and split.labels.max() < 10
-    assert split.num_classes == 10 and len(split.class_names) == 10
-    assert len(split) == 12
+  with tfds.testing.mock_data(num_examples=12):
+    split = load_split("cifar10", "train[:90%]", data_dir=str(tmp_path))
+  assert split.images.shape == (12, 32, 32, 3) and split.images.dtype == np.uint8
+  assert split.labels.shape == (12,) and split.labels.dtype == np.int32
+  assert split.labels.min() >= 0 and split.labels.max() < 10
+  assert split.num_classes == 10 and len(split.class_names) == 10
+  assert len(split) == 12
 
 
 def test_load_split_reads_prepared_data(tiny_dir):
-    split = load_split("cgmlp_tiny_images", "train", data_dir=tiny_dir)
-    assert split.num_classes == 3 and split.class_names == ("a", "b", "c")
-    # Shuffled on disk, so compare as sets of (image, label) pairs.
-    got = sorted((img.tobytes(), int(lab)) for img, lab in zip(split.images, split.labels))
-    want = sorted((img.tobytes(), i % 3) for i, img in enumerate(_tiny_images()))
-    assert got == want
-    train, val = resolve_splits("train", None, 0.25)
-    assert len(load_split("cgmlp_tiny_images", train, data_dir=tiny_dir)) == 8
-    assert len(load_split("cgmlp_tiny_images", val, data_dir=tiny_dir)) == 2
+  split = load_split("cgmlp_tiny_images", "train", data_dir=tiny_dir)
+  assert split.num_classes == 3 and split.class_names == ("a", "b", "c")
+  # Shuffled on disk, so compare as sets of (image, label) pairs.
+  got = sorted((img.tobytes(), int(lab)) for img, lab in zip(split.images, split.labels))
+  want = sorted((img.tobytes(), i % 3) for i, img in enumerate(_tiny_images()))
+  assert got == want
+  train, val = resolve_splits("train", None, 0.25)
+  assert len(load_split("cgmlp_tiny_images", train, data_dir=tiny_dir)) == 8
+  assert len(load_split("cgmlp_tiny_images", val, data_dir=tiny_dir)) == 2
 
 
 def test_load_split_missing_split(tiny_dir):
-    with pytest.raises(DataError) as err:
-        load_split("cgmlp_tiny_images", "test", data_dir=tiny_dir)
-    message = str(err.value)
-    assert tiny_dir in message and "['train']" in message and "tfds build" in message
-    with pytest.raises(DataError, match="Invalid split"):
-        load_split("cgmlp_tiny_images", "train[:x%]", data_dir=tiny_dir)
+  with pytest.raises(DataError) as err:
+    load_split("cgmlp_tiny_images", "test", data_dir=tiny_dir)
+  message = str(err.value)
+  assert tiny_dir in message and "['train']" in message and "tfds build" in message
+  with pytest.raises(DataError, match="Invalid split"):
+    load_split("cgmlp_tiny_images", "train[:x%]", data_dir=tiny_dir)
 
 
 def test_load_split_unknown_dataset(tmp_path):
-    with pytest.raises(DataError, match="Unknown TFDS dataset 'no_such_dataset_xyz'"):
-        load_split("no_such_dataset_xyz", "train", data_dir=str(tmp_path))
+  with pytest.raises(DataError, match="Unknown TFDS dataset 'no_such_dataset_xyz'"):
+    load_split("no_such_dataset_xyz", "train", data_dir=str(tmp_path))
 
 
 def test_load_split_unprepared_dataset(tmp_path):
-    with pytest.raises(DataError, match="not prepared") as err:
-        load_split("cifar10", "train", data_dir=str(tmp_path))
-    assert str(tmp_path) in str(err.value)
+  with pytest.raises(DataError, match="not prepared") as err:
+    load_split("cifar10", "train", data_dir=str(tmp_path))
+  assert str(tmp_path) in str(err.value)
 
 
 def test_load_split_rejects_variable_size_images(tiny_dir):
-    with pytest.raises(DataError, match="only fixed-size image classification"):
-        load_split("cgmlp_tiny_varsize", "train", data_dir=tiny_dir)
+  with pytest.raises(DataError, match="only fixed-size image classification"):
+    load_split("cgmlp_tiny_varsize", "train", data_dir=tiny_dir)
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -123,73 +123,77 @@ def test_load_split_rejects_variable_size_images(tiny_dir):
     (("train", None, 0.0), ("train", None)),
 ])
 def test_resolve_splits(args, expected):
-    assert resolve_splits(*args) == expected
+  assert resolve_splits(*args) == expected
 
 
 @pytest.mark.parametrize("args", [("train", None, 1.0), ("train", None, -0.1),
                                   ("train[:50%]", None, 0.1)])
 def test_resolve_splits_rejects(args):
-    with pytest.raises(DataError):
-        resolve_splits(*args)
+  with pytest.raises(DataError):
+    resolve_splits(*args)
 
 
 def _epoch(n=103, batch=8, **kwargs):
-    kwargs = {"seed": 3, "epoch": 0, "process_index": 0, "process_count": 1, **kwargs}
-    return list(train_batches(n, batch, **kwargs))
+  kwargs = {"seed": 3, "epoch": 0, "process_index": 0, "process_count": 1, **kwargs}
+  return list(train_batches(n, batch, **kwargs))
 
 
 def test_train_batches_deterministic_permutation_drop_last():
-    first = _epoch()
-    assert len(first) == steps_per_epoch(103, 8) == 12
-    assert all(b.shape == (8,) for b in first)
-    flat = np.concatenate(first)
-    assert len(np.unique(flat)) == 96  # no repeats; 7 examples dropped
-    np.testing.assert_array_equal(flat, np.concatenate(_epoch()))
-    assert not np.array_equal(flat, np.concatenate(_epoch(epoch=1)))
+  first = _epoch()
+  assert len(first) == steps_per_epoch(103, 8) == 12
+  assert all(b.shape == (8,) for b in first)
+  flat = np.concatenate(first)
+  assert len(np.unique(flat)) == 96  # no repeats; 7 examples dropped
+  np.testing.assert_array_equal(flat, np.concatenate(_epoch()))
+  assert not np.array_equal(flat, np.concatenate(_epoch(epoch=1)))
 
 
 def test_train_batches_processes_partition_global_batch():
-    full = _epoch()
-    p0, p1 = _epoch(process_count=2), _epoch(process_index=1, process_count=2)
-    for g, a, b in zip(full, p0, p1, strict=True):
-        assert a.shape == b.shape == (4,)
-        np.testing.assert_array_equal(np.concatenate([a, b]), g)
+  full = _epoch()
+  p0, p1 = _epoch(process_count=2), _epoch(process_index=1, process_count=2)
+  for g, a, b in zip(full, p0, p1, strict=True):
+    assert a.shape == b.shape == (4,)
+    np.testing.assert_array_equal(np.concatenate([a, b]), g)
 
 
 def test_train_batches_resume():
-    full = _epoch()
-    tail = _epoch(start_step=5)
-    assert len(tail) == len(full) - 5
-    for a, b in zip(tail, full[5:]):
-        np.testing.assert_array_equal(a, b)
+  full = _epoch()
+  tail = _epoch(start_step=5)
+  assert len(tail) == len(full) - 5
+  for a, b in zip(tail, full[5:]):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_batch_size_errors():
-    with pytest.raises(DataError, match="fewer than one global batch"):
-        steps_per_epoch(5, 8)
-    with pytest.raises(DataError, match="not divisible"):
-        _epoch(batch=9, process_count=2)
+  with pytest.raises(DataError, match="fewer than one global batch"):
+    steps_per_epoch(5, 8)
+  with pytest.raises(DataError, match="not divisible"):
+    _epoch(batch=9, process_count=2)
 
 
 def test_eval_batches_cover_every_example_once():
-    n, batch, procs = 23, 8, 2
-    split = ArraySplit(
-        images=np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1) * np.ones((1, 2, 2, 3), np.uint8),
-        labels=np.arange(n, dtype=np.int32), num_classes=n, class_names=tuple(map(str, range(n))))
-    per_process = [list(eval_batches(split, batch, process_index=p, process_count=procs))
-                   for p in range(procs)]
-    assert len(per_process[0]) == len(per_process[1]) == 3
-    seen = []
-    for batches in per_process:
-        for images, labels, mask in batches:
-            assert images.shape == (4, 2, 2, 3) and labels.shape == mask.shape == (4,)
-            np.testing.assert_array_equal(images[:, 0, 0, 0], labels)  # rows stay aligned
-            seen.extend(labels[mask > 0].tolist())
-    assert sorted(seen) == list(range(n))
+  n, batch, procs = 23, 8, 2
+  split = ArraySplit(images=np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1) * np.ones(
+      (1, 2, 2, 3), np.uint8),
+                     labels=np.arange(n, dtype=np.int32),
+                     num_classes=n,
+                     class_names=tuple(map(str, range(n))))
+  per_process = [
+      list(eval_batches(split, batch, process_index=p, process_count=procs)) for p in range(procs)
+  ]
+  assert len(per_process[0]) == len(per_process[1]) == 3
+  seen = []
+  for batches in per_process:
+    for images, labels, mask in batches:
+      assert images.shape == (4, 2, 2, 3) and labels.shape == mask.shape == (4,)
+      np.testing.assert_array_equal(images[:, 0, 0, 0], labels)  # rows stay aligned
+      seen.extend(labels[mask > 0].tolist())
+  assert sorted(seen) == list(range(n))
 
 
 def test_gather():
-    split = ArraySplit(np.arange(5, dtype=np.uint8).reshape(5, 1, 1, 1),
-                       np.arange(5, dtype=np.int32) * 10, 50, ())
-    images, labels = gather(split, np.array([4, 1]))
-    assert images.ravel().tolist() == [4, 1] and labels.tolist() == [40, 10]
+  split = ArraySplit(
+      np.arange(5, dtype=np.uint8).reshape(5, 1, 1, 1),
+      np.arange(5, dtype=np.int32) * 10, 50, ())
+  images, labels = gather(split, np.array([4, 1]))
+  assert images.ravel().tolist() == [4, 1] and labels.tolist() == [40, 10]

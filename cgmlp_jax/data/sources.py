@@ -24,179 +24,163 @@ _READ_BATCH = 10_000
 
 
 class DataError(ValueError):
-    """A user-facing data problem (missing dataset or split, unsupported features, bad sizes)."""
+  """A user-facing data problem (missing dataset or split, unsupported features, bad sizes)."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq on arrays would be ambiguous; use identity
 class ArraySplit:
-    """One split of an image-classification dataset, fully materialised in host memory."""
+  """One split of an image-classification dataset, fully materialised in host memory."""
 
-    images: np.ndarray  # (N, H, W, C) uint8
-    labels: np.ndarray  # (N,) int32
-    num_classes: int
-    class_names: tuple[str, ...]
+  images: np.ndarray  # (N, H, W, C) uint8
+  labels: np.ndarray  # (N,) int32
+  num_classes: int
+  class_names: tuple[str, ...]
 
-    def __len__(self) -> int:
-        return len(self.labels)
+  def __len__(self) -> int:
+    return len(self.labels)
 
 
 def _prepare_hint(name: str, data_dir: str) -> str:
-    return (
-        f"Prepare it on a machine with internet access with `tfds build {name} --data_dir "
-        f"{data_dir}` and copy that directory here, or point the config's data_dir (or the "
-        "TFDS_DATA_DIR environment variable, read when tensorflow_datasets is imported) at a "
-        "directory that already holds the prepared dataset."
-    )
+  return (f"Prepare it on a machine with internet access with `tfds build {name} --data_dir "
+          f"{data_dir}` and copy that directory here, or point the config's data_dir (or the "
+          "TFDS_DATA_DIR environment variable, read when tensorflow_datasets is imported) at a "
+          "directory that already holds the prepared dataset.")
 
 
 def _base_split_names(split: str) -> list[str]:
-    """'train[:90%]+test' -> ['train', 'test']: the prepared splits a TFDS split string reads."""
-    return [part.split("[", 1)[0].strip() for part in split.split("+")]
+  """'train[:90%]+test' -> ['train', 'test']: the prepared splits a TFDS split string reads."""
+  return [part.split("[", 1)[0].strip() for part in split.split("+")]
 
 
 def _format_percent(value: float) -> str:
-    # TFDS slice syntax accepts decimals but not exponents, so never let Python pick '1e-05'.
-    return f"{value:.6f}".rstrip("0").rstrip(".")
+  # TFDS slice syntax accepts decimals but not exponents, so never let Python pick '1e-05'.
+  return f"{value:.6f}".rstrip("0").rstrip(".")
 
 
-def resolve_splits(
-    train_split: str, validation_split: str | None, holdout_fraction: float
-) -> tuple[str, str | None]:
-    """Returns the (train, validation) TFDS split strings to read.
+def resolve_splits(train_split: str, validation_split: str | None,
+                   holdout_fraction: float) -> tuple[str, str | None]:
+  """Returns the (train, validation) TFDS split strings to read.
 
-    An explicit `validation_split` always wins and `holdout_fraction` is then ignored. Otherwise a
-    `holdout_fraction` > 0 carves the validation set off the end of the train split with TFDS
-    percent slicing, e.g. 0.1 of "train" -> ("train[:90%]", "train[90%:]"). Fractional percents
-    (0.075 -> "train[:92.5%]") are fine: TFDS rounds both slices at the same boundary, so the two
-    parts never overlap and together cover the split. Without either there is no validation set.
-    """
-    if validation_split:
-        return train_split, validation_split
-    if not 0.0 <= holdout_fraction < 1.0:
-        raise DataError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}.")
-    if holdout_fraction == 0.0:
-        return train_split, None
-    if not re.fullmatch(r"[\w-]+", train_split):
-        raise DataError(
-            f"Cannot hold out a fraction of the already sliced or combined split {train_split!r}; "
-            "give a plain split name (e.g. 'train') or set an explicit validation split."
-        )
-    keep = _format_percent(100.0 * (1.0 - holdout_fraction))
-    return f"{train_split}[:{keep}%]", f"{train_split}[{keep}%:]"
+  An explicit `validation_split` always wins and `holdout_fraction` is then ignored. Otherwise a
+  `holdout_fraction` > 0 carves the validation set off the end of the train split with TFDS
+  percent slicing, e.g. 0.1 of "train" -> ("train[:90%]", "train[90%:]"). Fractional percents
+  (0.075 -> "train[:92.5%]") are fine: TFDS rounds both slices at the same boundary, so the two
+  parts never overlap and together cover the split. Without either there is no validation set.
+  """
+  if validation_split:
+    return train_split, validation_split
+  if not 0.0 <= holdout_fraction < 1.0:
+    raise DataError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}.")
+  if holdout_fraction == 0.0:
+    return train_split, None
+  if not re.fullmatch(r"[\w-]+", train_split):
+    raise DataError(
+        f"Cannot hold out a fraction of the already sliced or combined split {train_split!r}; "
+        "give a plain split name (e.g. 'train') or set an explicit validation split.")
+  keep = _format_percent(100.0 * (1.0 - holdout_fraction))
+  return f"{train_split}[:{keep}%]", f"{train_split}[{keep}%:]"
 
 
 def _check_features(name: str, features) -> None:
-    """Only fixed-size uint8 images with an integer class label can be stacked into one array."""
-    is_dict = isinstance(features, tfds.features.FeaturesDict)
-    image = features["image"] if is_dict and "image" in features else None
-    label = features["label"] if is_dict and "label" in features else None
-    if (
-        not isinstance(image, tfds.features.Image)
-        or None in image.shape
-        or np.dtype(image.np_dtype) != np.uint8
-        or not isinstance(label, tfds.features.ClassLabel)
-    ):
-        raise DataError(
-            f"Dataset {name!r} has features {features}; only fixed-size image classification "
-            "datasets (a uint8 'image' of static shape and a ClassLabel 'label') are supported "
-            "in memory."
-        )
+  """Only fixed-size uint8 images with an integer class label can be stacked into one array."""
+  is_dict = isinstance(features, tfds.features.FeaturesDict)
+  image = features["image"] if is_dict and "image" in features else None
+  label = features["label"] if is_dict and "label" in features else None
+  if (not isinstance(image, tfds.features.Image) or None in image.shape or
+      np.dtype(image.np_dtype) != np.uint8 or not isinstance(label, tfds.features.ClassLabel)):
+    raise DataError(
+        f"Dataset {name!r} has features {features}; only fixed-size image classification "
+        "datasets (a uint8 'image' of static shape and a ClassLabel 'label') are supported "
+        "in memory.")
 
 
 def load_split(name: str, split: str, *, data_dir: str | None = None) -> ArraySplit:
-    """Reads a prepared TFDS split into host memory; never downloads.
+  """Reads a prepared TFDS split into host memory; never downloads.
 
-    Args:
-      name: TFDS dataset name, optionally with config/version ("cifar10", "cifar10:3.0.2").
-      split: TFDS split string, slicing allowed ("train", "train[:90%]").
-      data_dir: TFDS data directory; None uses the TFDS default (TFDS_DATA_DIR or
-        ~/tensorflow_datasets).
+  Args:
+    name: TFDS dataset name, optionally with config/version ("cifar10", "cifar10:3.0.2").
+    split: TFDS split string, slicing allowed ("train", "train[:90%]").
+    data_dir: TFDS data directory; None uses the TFDS default (TFDS_DATA_DIR or
+      ~/tensorflow_datasets).
 
-    Raises:
-      DataError: the dataset is unknown, not prepared in the data directory, lacks the split, or
-        is not a fixed-size image classification dataset.
-    """
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.DatasetNotFoundError:
-        searched = data_dir or tfds.core.constants.DATA_DIR
-        raise DataError(
-            f"Unknown TFDS dataset {name!r}: it is neither a dataset known to tensorflow_datasets "
-            f"nor prepared in data_dir {searched!r}. Check the name (e.g. 'cifar10', 'cifar100'). "
-            + _prepare_hint(name, searched)
-        ) from None
-    root = str(builder.data_dir_root)
-    _check_features(name, builder.info.features)
+  Raises:
+    DataError: the dataset is unknown, not prepared in the data directory, lacks the split, or
+      is not a fixed-size image classification dataset.
+  """
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.DatasetNotFoundError:
+    searched = data_dir or tfds.core.constants.DATA_DIR
+    raise DataError(
+        f"Unknown TFDS dataset {name!r}: it is neither a dataset known to tensorflow_datasets "
+        f"nor prepared in data_dir {searched!r}. Check the name (e.g. 'cifar10', 'cifar100'). " +
+        _prepare_hint(name, searched)) from None
+  root = str(builder.data_dir_root)
+  _check_features(name, builder.info.features)
 
-    # A prepared dataset always records its splits. An empty record means either "not prepared"
-    # (reported below by as_dataset) or tfds.testing.mock_data, which serves any split name.
-    available = sorted(builder.info.splits)
-    missing = [s for s in _base_split_names(split) if s not in available]
-    if available and missing:
-        raise DataError(
-            f"Dataset {name!r} in data_dir {root!r} ({builder.data_dir}) has no split "
-            f"{missing[0]!r}; prepared splits: {available}. " + _prepare_hint(name, root)
-            + " Without a test split, hold out a fraction of the train split for validation."
-        )
+  # A prepared dataset always records its splits. An empty record means either "not prepared"
+  # (reported below by as_dataset) or tfds.testing.mock_data, which serves any split name.
+  available = sorted(builder.info.splits)
+  missing = [s for s in _base_split_names(split) if s not in available]
+  if available and missing:
+    raise DataError(f"Dataset {name!r} in data_dir {root!r} ({builder.data_dir}) has no split "
+                    f"{missing[0]!r}; prepared splits: {available}. " + _prepare_hint(name, root) +
+                    " Without a test split, hold out a fraction of the train split for validation.")
 
-    try:
-        # Builds the pipeline only; tfds checks here that the data exists on disk (mock_data
-        # replaces exactly this method, so the check stays compatible with it).
-        ds = builder.as_dataset(
-            split=split,
-            shuffle_files=False,
-            read_config=tfds.ReadConfig(try_autocache=False),
-        )
-    except AssertionError:
-        raise DataError(
-            f"Dataset {name!r} is not prepared in data_dir {root!r} (nothing at "
-            f"{builder.data_dir}). " + _prepare_hint(name, root)
-        ) from None
-    except ValueError as e:  # malformed split string, e.g. "train[:x%]"
-        raise DataError(f"Invalid split {split!r} for dataset {name!r}: {e}") from None
-
-    # Never batch_size=-1: inside mock_data it pads to sys.maxsize rows and aborts the process.
-    ds = ds.map(lambda ex: (ex["image"], ex["label"])).batch(_READ_BATCH)
-    chunks = list(tfds.as_numpy(ds))
-    if not chunks:
-        raise DataError(f"Split {split!r} of dataset {name!r} in {root!r} has no examples.")
-    label_feature = builder.info.features["label"]
-    return ArraySplit(
-        images=np.concatenate([images for images, _ in chunks]),
-        labels=np.concatenate([labels for _, labels in chunks]).astype(np.int32),
-        num_classes=label_feature.num_classes,
-        class_names=tuple(label_feature.names),
+  try:
+    # Builds the pipeline only; tfds checks here that the data exists on disk (mock_data
+    # replaces exactly this method, so the check stays compatible with it).
+    ds = builder.as_dataset(
+        split=split,
+        shuffle_files=False,
+        read_config=tfds.ReadConfig(try_autocache=False),
     )
+  except AssertionError:
+    raise DataError(f"Dataset {name!r} is not prepared in data_dir {root!r} (nothing at "
+                    f"{builder.data_dir}). " + _prepare_hint(name, root)) from None
+  except ValueError as e:  # malformed split string, e.g. "train[:x%]"
+    raise DataError(f"Invalid split {split!r} for dataset {name!r}: {e}") from None
+
+  # Never batch_size=-1: inside mock_data it pads to sys.maxsize rows and aborts the process.
+  ds = ds.map(lambda ex: (ex["image"], ex["label"])).batch(_READ_BATCH)
+  chunks = list(tfds.as_numpy(ds))
+  if not chunks:
+    raise DataError(f"Split {split!r} of dataset {name!r} in {root!r} has no examples.")
+  label_feature = builder.info.features["label"]
+  return ArraySplit(
+      images=np.concatenate([images for images, _ in chunks]),
+      labels=np.concatenate([labels for _, labels in chunks]).astype(np.int32),
+      num_classes=label_feature.num_classes,
+      class_names=tuple(label_feature.names),
+  )
 
 
 def gather(split: ArraySplit, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Host batch for the given example indices: images (B, H, W, C) uint8, labels (B,) int32."""
-    return split.images[idx], split.labels[idx]
+  """Host batch for the given example indices: images (B, H, W, C) uint8, labels (B,) int32."""
+  return split.images[idx], split.labels[idx]
 
 
 def _local_batch_size(global_batch_size: int, process_index: int, process_count: int) -> int:
-    if global_batch_size <= 0:
-        raise DataError(f"global batch size must be positive, got {global_batch_size}.")
-    if not 0 <= process_index < process_count:
-        raise DataError(f"process_index {process_index} is not in [0, {process_count}).")
-    if global_batch_size % process_count:
-        raise DataError(
-            f"global batch size {global_batch_size} is not divisible by the {process_count} "
-            "processes; every process must feed the same number of examples."
-        )
-    return global_batch_size // process_count
+  if global_batch_size <= 0:
+    raise DataError(f"global batch size must be positive, got {global_batch_size}.")
+  if not 0 <= process_index < process_count:
+    raise DataError(f"process_index {process_index} is not in [0, {process_count}).")
+  if global_batch_size % process_count:
+    raise DataError(
+        f"global batch size {global_batch_size} is not divisible by the {process_count} "
+        "processes; every process must feed the same number of examples.")
+  return global_batch_size // process_count
 
 
 def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
-    """Full training steps per epoch; the last partial batch is dropped."""
-    if global_batch_size <= 0:
-        raise DataError(f"global batch size must be positive, got {global_batch_size}.")
-    if num_examples < global_batch_size:
-        raise DataError(
-            f"The training split has {num_examples} examples, fewer than one global batch of "
-            f"{global_batch_size}; lower the batch size."
-        )
-    return num_examples // global_batch_size
+  """Full training steps per epoch; the last partial batch is dropped."""
+  if global_batch_size <= 0:
+    raise DataError(f"global batch size must be positive, got {global_batch_size}.")
+  if num_examples < global_batch_size:
+    raise DataError(
+        f"The training split has {num_examples} examples, fewer than one global batch of "
+        f"{global_batch_size}; lower the batch size.")
+  return num_examples // global_batch_size
 
 
 def train_batches(
@@ -209,54 +193,53 @@ def train_batches(
     process_count: int,
     start_step: int = 0,
 ) -> Iterator[np.ndarray]:
-    """Yields, for each step of one epoch, the indices of this process's share of the batch.
+  """Yields, for each step of one epoch, the indices of this process's share of the batch.
 
-    The epoch's order is `default_rng([seed, epoch]).permutation`, identical on every process, and
-    the global batch of each step is cut into `process_count` contiguous chunks, so processes read
-    disjoint examples that together form the global batch. Because a step's indices depend only on
-    (seed, epoch, step), resuming mid-epoch with `start_step` reproduces the uninterrupted run.
+  The epoch's order is `default_rng([seed, epoch]).permutation`, identical on every process, and
+  the global batch of each step is cut into `process_count` contiguous chunks, so processes read
+  disjoint examples that together form the global batch. Because a step's indices depend only on
+  (seed, epoch, step), resuming mid-epoch with `start_step` reproduces the uninterrupted run.
 
-    Yields:
-      (global_batch_size // process_count,) int64 indices into the split.
-    """
-    local = _local_batch_size(global_batch_size, process_index, process_count)
-    steps = steps_per_epoch(num_examples, global_batch_size)
-    if not 0 <= start_step <= steps:
-        raise DataError(f"start_step {start_step} is not in [0, {steps}] for this epoch.")
-    if seed < 0 or epoch < 0:
-        raise DataError(f"seed and epoch must be non-negative, got seed={seed}, epoch={epoch}.")
-    order = np.random.default_rng([seed, epoch]).permutation(num_examples)  # (N,)
+  Yields:
+    (global_batch_size // process_count,) int64 indices into the split.
+  """
+  local = _local_batch_size(global_batch_size, process_index, process_count)
+  steps = steps_per_epoch(num_examples, global_batch_size)
+  if not 0 <= start_step <= steps:
+    raise DataError(f"start_step {start_step} is not in [0, {steps}] for this epoch.")
+  if seed < 0 or epoch < 0:
+    raise DataError(f"seed and epoch must be non-negative, got seed={seed}, epoch={epoch}.")
+  order = np.random.default_rng([seed, epoch]).permutation(num_examples)  # (N,)
 
-    def batches() -> Iterator[np.ndarray]:
-        for step in range(start_step, steps):
-            start = step * global_batch_size + process_index * local
-            yield order[start : start + local]
+  def batches() -> Iterator[np.ndarray]:
+    for step in range(start_step, steps):
+      start = step * global_batch_size + process_index * local
+      yield order[start:start + local]
 
-    return batches()
+  return batches()
 
 
-def eval_batches(
-    split: ArraySplit, global_batch_size: int, *, process_index: int, process_count: int
-) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Yields every example of the split exactly once, in full-size batches.
+def eval_batches(split: ArraySplit, global_batch_size: int, *, process_index: int,
+                 process_count: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+  """Yields every example of the split exactly once, in full-size batches.
 
-    Shapes must stay static for the jitted eval step, and every process must run the same number
-    of steps or multi-host collectives deadlock. So the last global batch is padded up to full
-    size with copies of example 0 and a mask marks the real rows; each process takes its own
-    contiguous chunk of every global batch (a chunk may be all padding).
+  Shapes must stay static for the jitted eval step, and every process must run the same number
+  of steps or multi-host collectives deadlock. So the last global batch is padded up to full
+  size with copies of example 0 and a mask marks the real rows; each process takes its own
+  contiguous chunk of every global batch (a chunk may be all padding).
 
-    Yields:
-      images (L, H, W, C) uint8, labels (L,) int32, mask (L,) float32 with 1.0 for real examples,
-      where L = global_batch_size // process_count.
-    """
-    local = _local_batch_size(global_batch_size, process_index, process_count)
-    num_batches = math.ceil(len(split) / global_batch_size)
+  Yields:
+    images (L, H, W, C) uint8, labels (L,) int32, mask (L,) float32 with 1.0 for real examples,
+    where L = global_batch_size // process_count.
+  """
+  local = _local_batch_size(global_batch_size, process_index, process_count)
+  num_batches = math.ceil(len(split) / global_batch_size)
 
-    def batches() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        for b in range(num_batches):
-            idx = b * global_batch_size + process_index * local + np.arange(local)  # (L,)
-            real = idx < len(split)  # (L,)
-            images, labels = gather(split, np.where(real, idx, 0))
-            yield images, labels, real.astype(np.float32)
+  def batches() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    for b in range(num_batches):
+      idx = b * global_batch_size + process_index * local + np.arange(local)  # (L,)
+      real = idx < len(split)  # (L,)
+      images, labels = gather(split, np.where(real, idx, 0))
+      yield images, labels, real.astype(np.float32)
 
-    return batches()
+  return batches()
