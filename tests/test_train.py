@@ -33,6 +33,8 @@ def tiny_config(**overrides):
   config.checkpoint_every_steps = 2
   config.keep_checkpoints = 10
   config.optimizer.warmup_epochs = 0.5
+  config.optimizer.schedule = "plateau"  # driven by validation loss, restored on resume
+  config.optimizer.plateau_patience = 1
   config.update(overrides)
   return config
 
@@ -159,9 +161,11 @@ def test_evaluation_counts_every_example_once(step_setup):
     (dict(dtype="float16"), r"dtype='float16'"),
     (dict(holdout_fraction=1.0), r"holdout_fraction must be in \[0, 1\)"),
     (dict(num_epochs=0), r"num_epochs must be positive"),
+    (dict(holdout_fraction=0.0), r"'plateau' and early_stopping.patience > 0 need a validation"),
 ])
 def test_bad_configs_fail_before_any_data_or_compile(overrides, message, tmp_path):
   config = tiny_config()
+  config.early_stopping.patience = 2
   config.update(overrides)
   with pytest.raises(ValueError, match=message):
     loop.train_and_evaluate(config, str(tmp_path))  # no mock_data: would fail on data if reached
@@ -193,6 +197,8 @@ def test_missing_dataset_fails_before_the_model_is_built(tmp_path, monkeypatch):
     ("configs/cgmlp.py", "convs=1", "cgmlp_1conv"),
     ("configs/cgmlp.py", "mixed,small", "cgmlp_2conv_mixed_small"),
     ("configs/gmlp.py", "small", "gmlp_small"),
+    ("configs/paper.py", "model=gmlp", "gmlp_paper"),
+    ("configs/paper.py", "model=cgmlp_1conv,small", "cgmlp_1conv_small"),
 ])
 def test_config_files_parse_override_and_validate(path, arg, model):
   argv = ["launch.py", f"--config={path}" + (f":{arg}" if arg else ""), "--config.num_epochs=3"]

@@ -41,7 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
       weight_decay=0.05,  # optax convention: decay = lr * weight_decay * param
       b1=0.9, b2=0.999, eps=1e-8,
       grad_clip_norm=1.0,  # 0: no clipping
-      plateau_factor=0.5, plateau_patience=3,  # schedule="plateau": on the epoch-mean train loss
+      plateau_factor=0.5, plateau_patience=3,  # schedule="plateau": on the validation loss
   ))
   c.early_stopping = ml_collections.ConfigDict(dict(
       metric="val_top1", mode="max", patience=0))  # patience 0: off
@@ -85,6 +85,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"{name} must be positive; got {config[name]}.")
   if not 0.0 <= config.holdout_fraction < 1.0:
     raise ValueError(f"holdout_fraction must be in [0, 1); got {config.holdout_fraction}.")
+  has_validation = bool(config.validation_split) or config.holdout_fraction > 0
+  if not has_validation and (config.optimizer.schedule == "plateau" or es.patience > 0):
+    raise ValueError("optimizer.schedule='plateau' and early_stopping.patience > 0 need a "
+                     "validation set: set holdout_fraction > 0 or validation_split.")
   parallel.check_batch_size(config.batch_size, "batch_size")
   parallel.check_batch_size(config.eval_batch_size, "eval_batch_size")
   build_model(config, num_classes=2)  # unknown variant / override, sizes that do not fit

@@ -106,6 +106,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       in_shardings=(state_shardings, rep, batch, batch), out_shardings=(state_shardings, rep),
       donate_argnums=(0, 1))
   eval_step = jax.jit(step_lib.make_eval_step(model, augment_config), out_shardings=rep)
+  record_plateau = jax.jit(functools.partial(optim.record_validation_loss, config),
+                           out_shardings=state_shardings.opt_state, donate_argnums=0)
 
   def save(state, best=False):
     record = {"history": history, "early_stopping": stopper.state_dict(),
@@ -155,6 +157,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       logger.write(step, "val", val)
       record.update({f"val_{k}": v for k, v in val.items()})
       improved = stopper.update(record[config.early_stopping.metric], step)
+      state = state.replace(opt_state=record_plateau(state.opt_state, val["loss"]))
       logger.info(f"epoch {record['epoch']} validation: loss {val['loss']:.4f} "
                   f"top1 {val['top1']:.4f} top5 {val['top5']:.4f}"
                   f"{' (best)' if improved else ''}")

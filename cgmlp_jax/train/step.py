@@ -32,7 +32,7 @@ def _metric_sums(logits, labels, loss_per_example, weights) -> Metrics:
           "top5": jnp.sum(top5 * weights), "count": jnp.sum(weights)}
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformationExtraArgs,
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     augment_config: data_lib.AugmentConfig, num_classes: int,
                     label_smoothing: float) -> Callable:
   """``train_step(state, metrics, images_uint8 (B,H,W,C), labels (B,)) -> (state, metrics)``."""
@@ -50,8 +50,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformationExtraArgs,
       per_example = optax.softmax_cross_entropy(logits, targets)
       return jnp.mean(per_example), (logits, per_example)
 
-    (loss, (logits, per_example)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
+    (_, (logits, per_example)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     sums = _metric_sums(logits, labels, per_example, jnp.ones_like(per_example))
     metrics = jax.tree.map(jnp.add, metrics, sums)
