@@ -1,0 +1,190 @@
+"""Compares training runs: a markdown table and learning curves from their workdirs.
+
+    python -m cgmlp_jax.report runs/gmlp_small runs/cgmlp_2conv_small --out reports/cifar10
+
+writes ``report.md`` (one row per run), ``val_top1.png`` and ``loss.png`` under ``--out`` and
+prints the markdown. Runs may still be training (``cgmlp_jax.runlog`` reads them) and are marked
+as such. Parameter counts and forward GFLOPs are computed from the registry model the run's
+config names, so they describe the architecture that ran rather than a number copied by hand.
+"""
+import argparse
+import functools
+import json
+import os
+import statistics
+
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from cgmlp_jax import restore, runlog
+from cgmlp_jax.models import summary as model_summary
+
+THRESHOLDS = (0.70, 0.80, 0.85)  # validation top-1 levels whose time to reach is tabulated
+KNOWN_NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+REFERENCE_NUM_CLASSES = 1000  # the registry's reference head, when nothing gives the class count
+NA, NEVER = "n/a", "–"
+COLUMNS = ("run", "model", "classes", "params", "GFLOPs/img", "best val top-1 (epoch)",
+           "final train top-1", "train−val gap (pp)", "test top-1 / top-5", "images/s",
+           "wall time (min)") + tuple(f"min to {100 * t:.0f}%" for t in THRESHOLDS)
+NOTES = """Top-1 in %. The gap is the last epoch's train top-1 (the mean over its last logging \
+window, under training augmentation) minus its validation top-1, in percentage points. images/s \
+is the median over train logging windows, leaving out those that include compilation. Times are \
+wall-clock minutes since training (last) started, at the first epoch end reaching the level; \
+"–": not reached, "n/a": not known."""
+
+
+def num_classes(run: runlog.RunLog) -> tuple[int, bool]:
+  """The run's class count and whether it is known (else the 1000-class reference head)."""
+  dataset = str(run.config.get("dataset", "")).split(":")[0]
+  if dataset in KNOWN_NUM_CLASSES:
+    return KNOWN_NUM_CLASSES[dataset], True
+  try:
+    shapes = restore.param_shapes(restore.find_checkpoint(run.workdir))
+    return shapes["head"]["kernel"].shape[-1], True  # (d_model, num_classes)
+  except (FileNotFoundError, ValueError, KeyError):
+    pass
+  if "num_classes" in run.config:
+    return int(run.config["num_classes"]), True
+  return REFERENCE_NUM_CLASSES, False
+
+
+@functools.lru_cache(maxsize=None)
+def _cost(model: str, model_kw_json: str, classes: int) -> tuple[int, float]:
+  """(parameters, forward GFLOPs per image); keyed by JSON since configs hold lists."""
+  m = restore.build_model({"model": model, "model_kw": json.loads(model_kw_json)}, classes)
+  return model_summary.count_params(m), model_summary.forward_gflops(m)
+
+
+def _pct(x: float | None) -> str:
+  return NA if x is None else f"{100 * x:.2f}"
+
+
+def _minutes_to(run: runlog.RunLog, level: float) -> str:
+  for e in run.epochs:
+    if e.val.get("top1", 0.0) >= level:
+      return NA if e.wall_time_s is None else f"{e.wall_time_s / 60:.1f}"
+  return NEVER
+
+
+def _last(run: runlog.RunLog, split: str, key: str = "top1") -> float | None:
+  values = [getattr(e, split)[key] for e in run.epochs if key in getattr(e, split)]
+  return values[-1] if values else None
+
+
+def row(run: runlog.RunLog, notes: list[str]) -> list[str]:
+  """The run's table cells (``COLUMNS``); appends footnotes to ``notes``."""
+  name = run.name
+  if not run.finished:
+    last = run.epochs[-1].epoch if run.epochs else 0
+    name += f" (running, epoch {last}/{run.config.get('num_epochs', '?')})"
+  model = run.config.get("model", NA)
+  kw = run.config.get("model_kw") or {}
+  model_cell = model + (f" ({', '.join(f'{k}={v}' for k, v in kw.items())})" if kw else "")
+  classes, known = num_classes(run)
+  try:
+    params, gflops = _cost(model, json.dumps(kw, sort_keys=True), classes)
+    cost = [f"{params:,}", f"{gflops:.3g}"]
+  except (ValueError, TypeError, KeyError) as e:
+    cost = [NA, NA]
+    notes.append(f"{run.name}: cannot build model {model!r} ({e}).")
+  if not known:
+    notes.append(f"{run.name}: class count unknown; params and GFLOPs are for a "
+                 f"{REFERENCE_NUM_CLASSES}-class head.")
+  with_val = [e for e in run.epochs if "top1" in e.val]
+  best = max(with_val, key=lambda e: e.val["top1"], default=None)
+  train_top1 = _last(run, "train")
+  if train_top1 is None and run.train:
+    train_top1 = run.train[-1].get("top1")
+  both = [e for e in run.epochs if "top1" in e.val and "top1" in e.train]
+  gap = f"{100 * (both[-1].train['top1'] - both[-1].val['top1']):+.2f}" if both else NA
+  test = NA if not run.test else f"{_pct(run.test.get('top1'))} / {_pct(run.test.get('top5'))}"
+  rate = f"{statistics.median(run.images_per_sec):,.0f}" if run.images_per_sec else NA
+  wall = [e.wall_time_s for e in run.epochs if e.wall_time_s is not None]
+  return [name, model_cell, str(classes) if known else f"{classes}?", *cost,
+          f"{_pct(best.val['top1'])} ({best.epoch})" if best else NA, _pct(train_top1), gap, test,
+          rate, f"{wall[-1] / 60:.1f}" if wall else NA,
+          *(_minutes_to(run, t) for t in THRESHOLDS)]
+
+
+def table(runs: list[runlog.RunLog], notes: list[str]) -> str:
+  lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+  lines += ["| " + " | ".join(row(run, notes)) + " |" for run in runs]
+  return "\n".join(lines)
+
+
+def _finish(fig: Figure, ax, path: str, ylabel: str, title: str, plotted: bool) -> None:
+  ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+  ax.grid(alpha=0.3)
+  if plotted:
+    ax.legend(fontsize="small")
+  else:
+    ax.text(0.5, 0.5, "no epoch has ended yet", ha="center", transform=ax.transAxes)
+  fig.savefig(path, dpi=120)
+
+
+def plot_top1(runs: list[runlog.RunLog], path: str) -> None:
+  """Validation top-1 per epoch (solid) and train top-1 at epoch ends (dashed), one colour a run."""
+  fig = Figure(figsize=(8, 5), layout="constrained")
+  ax = fig.subplots()
+  plotted = False
+  for i, run in enumerate(runs):
+    for split, style in (("val", "-o"), ("train", "--")):
+      points = [(e.epoch, 100 * getattr(e, split)["top1"])
+                for e in run.epochs if "top1" in getattr(e, split)]
+      if points:
+        ax.plot(*zip(*points), style, color=f"C{i}", markersize=3, label=f"{run.name} {split}")
+        plotted = True
+  _finish(fig, ax, path, "top-1 accuracy (%)",
+          "Validation top-1 (solid) and train top-1 at epoch end (dashed)", plotted)
+
+
+def plot_loss(runs: list[runlog.RunLog], path: str) -> None:
+  """Validation loss per epoch (solid) and every logged train-window loss (dashed)."""
+  fig = Figure(figsize=(8, 5), layout="constrained")
+  ax = fig.subplots()
+  plotted = False
+  for i, run in enumerate(runs):
+    if not run.steps_per_epoch:
+      continue
+    val = [(e.epoch, e.val["loss"]) for e in run.epochs if "loss" in e.val]
+    train = [(r["step"] / run.steps_per_epoch, r["loss"]) for r in run.train if "loss" in r]
+    for points, style, split in ((val, "-o", "val"), (train, "--", "train")):
+      if points:
+        ax.plot(*zip(*points), style, color=f"C{i}", markersize=3, label=f"{run.name} {split}")
+        plotted = True
+  _finish(fig, ax, path, "loss", "Validation loss (solid) and train loss (dashed)", plotted)
+
+
+def build_report(workdirs: list[str], out_dir: str) -> str:
+  """Writes ``report.md``, ``val_top1.png``, ``loss.png`` to ``out_dir``; returns the markdown."""
+  if not workdirs:
+    raise ValueError("No workdirs given.")
+  runs = [runlog.read(w) for w in workdirs]  # all errors before any output
+  os.makedirs(out_dir, exist_ok=True)
+  notes = []
+  markdown = ["# Training runs", "", table(runs, notes), "", NOTES, ""]
+  markdown += [f"* {note}" for note in notes] + ([""] if notes else [])
+  markdown += ["![validation top-1](val_top1.png)", "", "![loss](loss.png)", ""]
+  markdown = "\n".join(markdown)
+  with open(os.path.join(out_dir, "report.md"), "w") as f:
+    f.write(markdown)
+  plot_top1(runs, os.path.join(out_dir, "val_top1.png"))
+  plot_loss(runs, os.path.join(out_dir, "loss.png"))
+  return markdown
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(prog="python -m cgmlp_jax.report",
+                                   description=__doc__.split("\n\n")[0])
+  parser.add_argument("workdirs", nargs="+", help="training workdirs (finished or running)")
+  parser.add_argument("--out", required=True, help="directory for report.md and the plots")
+  args = parser.parse_args(argv)
+  try:
+    print(build_report(args.workdirs, args.out))
+  except ValueError as e:
+    parser.error(str(e))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,158 @@
+"""The ``python -m cgmlp_jax.visualize`` command line: loads a model and images, draws figures.
+
+The model is a training workdir's best (else latest) checkpoint, rebuilt from its config.json and
+shown inputs normalised with the run's mean and std, or a registry variant with fresh weights.
+Images are dataset examples (``--indices``; with ``--workdir`` the run's dataset by default) or
+files. Without ``--what`` every figure that applies to the model and inputs is drawn and the others
+are skipped with a note; a figure asked for by name that cannot be drawn is an error.
+"""
+import argparse
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import tensorflow_datasets as tfds
+
+from cgmlp_jax import data
+from cgmlp_jax import images as images_lib
+from cgmlp_jax import models, restore, visualize
+
+
+def _ints(text: str) -> list[int]:
+  try:
+    return [int(t) for t in text.split(",") if t.strip()]
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _kinds(text: str) -> list[str]:
+  kinds = [t.strip() for t in text.split(",") if t.strip()]
+  unknown = sorted(set(kinds) - set(visualize.KINDS))
+  if unknown:
+    raise argparse.ArgumentTypeError(f"unknown figure(s) {unknown}; choose from {visualize.KINDS}")
+  return kinds
+
+
+def make_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="python -m cgmlp_jax.visualize",
+                              description=visualize.__doc__.split("\n\n")[0])
+  source = p.add_mutually_exclusive_group(required=True)
+  source.add_argument("--workdir", help="training workdir: its best, else latest, checkpoint")
+  source.add_argument("--model", help="registry variant with fresh weights: "
+                      + ", ".join(models.VARIANTS))
+  p.add_argument("--num_classes", type=int, help="with --model; default: the dataset's")
+  p.add_argument("--seed", type=int, default=0, help="initialisation seed with --model")
+  inputs = p.add_mutually_exclusive_group()
+  inputs.add_argument("--images", nargs="+", help="square RGB image files (PNG, JPEG)")
+  inputs.add_argument("--indices", type=_ints, help="example indices, e.g. 0,1,2")
+  p.add_argument("--dataset", help="TFDS dataset of --indices (default: the run's)")
+  p.add_argument("--split", default="test", help="TFDS split of --indices (default: test)")
+  p.add_argument("--data_dir", help="TFDS data directory (default: the run's, else TFDS's)")
+  p.add_argument("--what", type=_kinds, help=f"comma-separated subset of {visualize.KINDS} "
+                 "(default: all that apply)")
+  p.add_argument("--layers", type=_ints, help="conv-stem layers for feature_maps (default: all)")
+  p.add_argument("--blocks", type=_ints, help="blocks for the gating figures (default: all)")
+  p.add_argument("--positions", type=_ints, help="output tokens (flat indices) for token_gating")
+  p.add_argument("--max_channels", type=int, default=32, help="feature-map channels drawn")
+  p.add_argument("--out", required=True, help="directory for the PNGs")
+  return p
+
+
+def _class_names(dataset: str, data_dir: str | None) -> tuple[str, ...] | None:
+  """Class names from the dataset's metadata (no data read); None if it is unknown here."""
+  try:
+    return tuple(tfds.builder(dataset, data_dir=data_dir).info.features["label"].names)
+  except (tfds.core.DatasetNotFoundError, KeyError, AttributeError):
+    return None
+
+
+def _inputs(args: argparse.Namespace, config: dict[str, Any]):
+  """``(images or None, labels or None, class names or None)``."""
+  dataset = args.dataset or config.get("dataset")
+  data_dir = args.data_dir or config.get("data_dir")
+  if args.indices is not None:
+    if not dataset:
+      raise ValueError("--indices needs --dataset (or a --workdir whose config names one).")
+    return images_lib.from_dataset(dataset, args.split, args.indices, data_dir=data_dir)
+  if args.images:
+    return (images_lib.read_files(args.images), None,
+            _class_names(dataset, data_dir) if dataset else None)
+  return None, None, None
+
+
+def _model(args: argparse.Namespace, class_names):
+  if args.workdir:
+    model, params, _ = restore.load_model(args.workdir)
+    return model, params
+  num_classes = args.num_classes or (len(class_names) if class_names else None)
+  if not num_classes:
+    raise ValueError("--model needs --num_classes (or --indices of a dataset, which gives it).")
+  model = models.get(args.model, num_classes=num_classes)
+  return model, fresh_params(model, args.seed)
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def _init(model: models.GatedMLPClassifier, key: jax.Array) -> dict[str, Any]:
+  dummy = jnp.zeros((1, model.image_size, model.image_size, 3), jnp.float32)
+  return model.init(key, dummy)["params"]
+
+
+def fresh_params(model: models.GatedMLPClassifier, seed: int = 0) -> dict[str, Any]:
+  """Newly initialised parameters. The key is an "rbg" one: the same initialisers, another random
+  stream, and on CPU the init compiles several times faster than with the default threefry."""
+  return _init(model, jax.random.key(seed, impl="rbg"))
+
+
+def run(args: argparse.Namespace) -> list[str]:
+  """Draws the figures ``args`` ask for; returns the PNG paths."""
+  config = restore.load_config(args.workdir) if args.workdir else {}
+  images, labels, class_names = _inputs(args, config)
+  model, params = _model(args, class_names)
+  augment = config.get("augment", {})
+  norm = dict(mean=augment.get("mean", data.CIFAR10_MEAN), std=augment.get("std", data.CIFAR10_STD))
+  gating = {axis: visualize.gating_blocks(params, axis) for axis in ("token", "channel")}
+  if args.blocks is not None:
+    unknown = sorted(set(args.blocks) - set(gating["token"] + gating["channel"]))
+    if unknown:
+      raise ValueError(f"Unknown block(s) {unknown}; token-gating blocks: {gating['token']}, "
+                       f"channel-gating blocks: {gating['channel']}.")
+    gating = {axis: [b for b in blocks if b in args.blocks] for axis, blocks in gating.items()}
+
+  skip = {kind: "no images (give --indices or --images)" for kind in ("feature_maps", "saliency")
+          if images is None}
+  if not model.conv_layers:
+    skip.setdefault("feature_maps", "the model has no conv stem")
+  for axis in ("token", "channel"):
+    if not gating[axis]:
+      skip[f"{axis}_gating"] = f"no {axis}-gating blocks" + (" selected" if args.blocks else "")
+
+  paths = []
+  for kind in args.what or visualize.KINDS:
+    if kind in skip and not args.what:
+      print(f"Skipping {kind}: {skip[kind]}.")
+      continue
+    if kind in ("feature_maps", "saliency") and images is None:
+      raise ValueError(f"{kind} needs images: give --indices (of --dataset) or --images.")
+    shown = dict(labels=labels, class_names=class_names, **norm)
+    if kind == "feature_maps":
+      paths += visualize.feature_maps(model, params, images, args.out, layers=args.layers,
+                                      max_channels=args.max_channels, **shown)
+    elif kind == "saliency":
+      paths += visualize.saliency(model, params, images, args.out, **shown)
+    else:
+      axis = kind.split("_")[0]
+      blocks = gating[axis] or args.blocks  # none selected: the API says which are valid
+      extra = dict(positions=args.positions) if axis == "token" else {}
+      paths += getattr(visualize, kind)(params, args.out, blocks=blocks, **extra)
+  return paths
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = make_parser()
+  args = parser.parse_args(argv)
+  try:
+    paths = run(args)
+  except (ValueError, FileNotFoundError) as e:
+    parser.error(str(e))
+  print("\n".join(paths))

@@ -1,0 +1,142 @@
+"""Tests for cgmlp_jax.report (and runlog): hand-written workdirs, one finished and one still
+running (resumed once, its last line half written), go into the expected table and plots."""
+import json
+import shutil
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from matplotlib import image as mpimg
+
+from cgmlp_jax import models, report, runlog
+
+STEPS_PER_EPOCH = 10
+CONFIG = {"model": "test_cgmlp", "model_kw": {}, "dtype": "float32", "dataset": "cifar10",
+          "batch_size": 8, "num_epochs": 3, "log_every_steps": 4}
+
+
+def _train(step, top1, rate):
+  return {"step": step, "split": "train", "loss": 2.5 * (1 - top1), "top1": top1, "top5": 1.0,
+          "lr": 1e-3, "images_per_sec": rate}
+
+
+def _eval(step, top1, split="val"):
+  return {"step": step, "split": split, "loss": 2.5 * (1 - top1), "top1": top1, "top5": 0.99}
+
+
+def _write(workdir, config, lines, tail=""):
+  workdir.mkdir()
+  (workdir / "config.json").write_text(json.dumps(config))
+  (workdir / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines) + tail)
+
+
+@pytest.fixture(scope="module")
+def workdirs(tmp_path_factory):
+  root = tmp_path_factory.mktemp("runs")
+  finished = [_train(4, 0.3, 10.0), _train(8, 0.4, 1000.0), _train(10, 0.5, 1100.0),
+              _eval(10, 0.72), _train(14, 0.6, 1200.0), _train(18, 0.7, 1300.0),
+              _train(20, 0.85, 900.0), _eval(20, 0.83), _train(24, 0.9, 1000.0),
+              _train(28, 0.92, 1000.0), _train(30, 0.95, 1000.0), _eval(30, 0.81),
+              _eval(30, 0.82, split="test")]
+  _write(root / "finished", CONFIG, finished)
+  history = [{"epoch": e, "step": e * STEPS_PER_EPOCH, "wall_time_s": 60.0 * e,
+              "val_top1": v} for e, v in ((1, 0.72), (2, 0.83), (3, 0.81))]
+  (root / "finished" / "summary.json").write_text(json.dumps({
+      "step": 30, "epochs": 3.0, "history": history,
+      "best": {"best": 0.83, "best_step": 20, "bad_epochs": 1, "stopped": False},
+      "test": {"loss": 0.9, "top1": 0.82, "top5": 0.99}}))
+
+  # Crashed after step 8, resumed from a step-6 checkpoint: step 8 is logged again, and that
+  # window includes compilation. The last line is being written.
+  running = [_train(4, 0.2, 10.0), _train(8, 0.3, 2000.0), _train(8, 0.35, 20.0),
+             _train(10, 0.4, 500.0), _eval(10, 0.65), _train(14, 0.5, 600.0),
+             _train(18, 0.6, 700.0), _train(20, 0.74, 800.0), _eval(20, 0.71),
+             _train(24, 0.8, 900.0)]
+  _write(root / "running", {**CONFIG, "dataset": "my_ds"}, running, tail='{"step": 28, "spl')
+  # Its newest checkpoint: the head gives the class count, the progress the wall times.
+  model = models.get("test_cgmlp", num_classes=10)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, 16, 16, 3), np.float32))
+  state = {"step": np.int32(20), "params": jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
+                                                        shapes["params"])}
+  progress = {"history": [{"epoch": 1, "step": 10, "wall_time_s": 30.0},
+                          {"epoch": 2, "step": 20, "wall_time_s": 61.2}]}
+  with ocp.CheckpointManager(root / "running" / "checkpoints",
+                             item_names=("state", "progress")) as manager:
+    manager.save(20, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                             progress=ocp.args.JsonSave(progress)))
+    manager.wait_until_finished()
+  return root
+
+
+@pytest.fixture(scope="module")
+def built(workdirs, tmp_path_factory):
+  out = tmp_path_factory.mktemp("report")
+  markdown = report.build_report([str(workdirs / "finished"), str(workdirs / "running")], str(out))
+  return markdown, out
+
+
+def _rows(markdown):
+  lines = [line for line in markdown.splitlines() if line.startswith("| ")]
+  header = [c.strip() for c in lines[0].strip("|").split("|")]
+  assert tuple(header) == report.COLUMNS
+  return [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[1:]]
+
+
+def test_runlog_of_running_workdir(workdirs):
+  run = runlog.read(str(workdirs / "running"))
+  assert not run.finished and run.steps_per_epoch == STEPS_PER_EPOCH
+  assert [(e.epoch, e.step, e.wall_time_s) for e in run.epochs] == [(1, 10, 30.0), (2, 20, 61.2)]
+  assert run.epochs[0].train["top1"] == 0.4 and run.epochs[1].val["top1"] == 0.71
+  assert [r["step"] for r in run.train] == [4, 8, 10, 14, 18, 20, 24]
+  assert run.train[1]["top1"] == 0.35  # the resumed run's line replaces the crashed one's
+  assert run.images_per_sec == [2000.0, 500.0, 600.0, 700.0, 800.0, 900.0]
+  assert run.test is None
+
+
+def test_table(built):
+  finished, running = _rows(built[0])
+  params = f"{20_096 - 1000 * 16 - 1000 + 10 * 16 + 10:,}"  # registry count is for 1000 classes
+  assert finished == dict(zip(report.COLUMNS, [
+      "finished", "test_cgmlp", "10", params, finished["GFLOPs/img"], "83.00 (2)", "95.00",
+      "+14.00", "82.00 / 99.00", "1,000", "3.0", "1.0", "2.0", "–"]))
+  assert 0 < float(finished["GFLOPs/img"]) < 0.001  # 3 significant digits, not 0.000
+  assert running == dict(zip(report.COLUMNS, [
+      "running (running, epoch 2/3)", "test_cgmlp", "10", params, finished["GFLOPs/img"],
+      "71.00 (2)", "74.00", "+3.00", "n/a", "750", "1.0", "1.0", "–", "–"]))
+
+
+def test_plots_are_images(built):
+  markdown, out = built
+  assert (out / "report.md").read_text() == markdown
+  for name in ("val_top1.png", "loss.png"):
+    assert f"]({name})" in markdown
+    assert mpimg.imread(str(out / name)).shape == (600, 960, 4)
+
+
+def test_unknown_wall_time_and_classes(workdirs, tmp_path):
+  shutil.copytree(workdirs / "running", tmp_path / "run", ignore=shutil.ignore_patterns("checkp*"))
+  run = runlog.read(str(tmp_path / "run"))
+  assert [e.wall_time_s for e in run.epochs] == [None, None]
+  assert report.num_classes(run) == (1000, False)  # "my_ds", no checkpoint
+  run.config["dataset"] = "cifar10:3.0.2"
+  assert report.num_classes(run) == (10, True)
+  notes = []
+  cells = dict(zip(report.COLUMNS, report.row(run, notes)))
+  assert cells["wall time (min)"] == cells["min to 70%"] == "n/a" and cells["min to 80%"] == "–"
+
+
+def test_errors(workdirs, tmp_path, capsys):
+  with pytest.raises(ValueError, match=f"Workdir {tmp_path / 'missing'} does not exist"):
+    report.build_report([str(tmp_path / "missing")], str(tmp_path / "out"))
+  with pytest.raises(ValueError, match=f"{tmp_path} is not a training workdir: it has no "
+                                       "metrics.jsonl"):
+    report.build_report([str(workdirs / "finished"), str(tmp_path)], str(tmp_path / "out"))
+  assert not (tmp_path / "out").exists()  # checked before anything is written
+  bad = tmp_path / "bad"
+  _write(bad, CONFIG, [_train(4, 0.3, 10.0)], tail='{"step": 8}\n' + json.dumps(_eval(10, 0.5)))
+  with pytest.raises(ValueError, match=r"metrics.jsonl: unexpected line \{'step': 8\}"):
+    runlog.read(str(bad))
+  with pytest.raises(SystemExit):
+    report.main([str(tmp_path / "missing"), "--out", str(tmp_path / "out")])
+  assert "does not exist" in capsys.readouterr().err
