@@ -29,7 +29,7 @@ COLUMNS = ("run", "model", "classes", "params", "GFLOPs/img", "best val top-1 (e
 NOTES = """Top-1 in %. The gap is the last epoch's train top-1 (the mean over its last logging \
 window, under training augmentation) minus its validation top-1, in percentage points. images/s \
 is the median over train logging windows, leaving out those that include compilation. Times are \
-wall-clock minutes since training (last) started, at the first epoch end reaching the level; \
+the training wall-clock minutes the trainer recorded at the first epoch end reaching the level; \
 "–": not reached, "n/a": not known."""
 
 

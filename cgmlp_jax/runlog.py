@@ -25,7 +25,7 @@ class Epoch:
   step: int
   val: dict[str, float]  # loss, top1, top5; empty without a validation set
   train: dict[str, float]  # the train line at this step (window means); empty if missing
-  wall_time_s: float | None  # since the (last) start of training
+  wall_time_s: float | None  # training time so far, as the trainer recorded it
 
 
 @dataclasses.dataclass
