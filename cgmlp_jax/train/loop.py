@@ -6,7 +6,6 @@ config -> data (host memory) + model -> sharded state (fresh or restored) -> epo
 A step's batch and random numbers are functions of (seed, step) only, so a run restarted from a
 checkpoint continues exactly as an uninterrupted one would.
 """
-import functools
 import json
 import time
 from typing import Any, Callable, Iterator
@@ -21,7 +20,7 @@ from cgmlp_jax import parallel
 from cgmlp_jax import data as data_lib
 from cgmlp_jax.metrics import MetricsLogger
 from cgmlp_jax.train import config as config_lib
-from cgmlp_jax.train import optim, state as state_lib, step as step_lib
+from cgmlp_jax.train import optim, step as step_lib, trainer as trainer_lib
 from cgmlp_jax.train.checkpoint import Checkpoints
 from cgmlp_jax.train.early_stopping import EarlyStopping
 
@@ -71,48 +70,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   workdir = epath.Path(workdir)
   data = load_data(config)
   train = data["train"]
-  model = config_lib.build_model(config, train.num_classes)
-  augment_config = data_lib.AugmentConfig(image_size=model.image_size, **config.augment)
   steps_per_epoch = data_lib.steps_per_epoch(len(train), config.batch_size)
   total_steps = config.num_epochs * steps_per_epoch
-  tx = optim.make_optimizer(config, steps_per_epoch)
-  schedule = optim.learning_rate_schedule(config, steps_per_epoch)
-
-  mesh = parallel.make_mesh()
-  create = functools.partial(state_lib.create, model, tx, config.seed)
-  abstract_state = jax.eval_shape(create)
-  state_shardings = jax.tree.map(lambda _: parallel.replicated(mesh), abstract_state)
-  abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                                abstract_state, state_shardings)
+  trainer = trainer_lib.build(config, train.num_classes, steps_per_epoch)
+  mesh, rep = trainer.mesh, parallel.replicated(trainer.mesh)
 
   if jax.process_index() == 0:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
   logger = MetricsLogger(workdir)
   checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
-  restored = checkpoints.restore_latest(abstract_state)
+  restored = checkpoints.restore_latest(trainer.abstract_state)
   if restored:
     state, progress = restored
     logger.info(f"Resumed from {workdir / 'checkpoints'} at step {int(state.step)}.")
   else:
-    state = jax.jit(create, out_shardings=state_shardings)()
+    state = trainer.init()
     progress = {"history": [], "early_stopping": {}}
   stopper = EarlyStopping(**config.early_stopping.to_dict(), **progress["early_stopping"])
 
-  rep, batch = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-  train_step = jax.jit(
-      step_lib.make_train_step(model, tx, augment_config, train.num_classes,
-                               config.label_smoothing),
-      in_shardings=(state_shardings, rep, batch, batch), out_shardings=(state_shardings, rep),
-      donate_argnums=(0, 1))
-  eval_step = jax.jit(step_lib.make_eval_step(model, augment_config), out_shardings=rep)
-  record_plateau = jax.jit(functools.partial(optim.record_validation_loss, config),
-                           out_shardings=state_shardings.opt_state, donate_argnums=0)
-
   def save(state, best=False):
     record = {"history": history, "early_stopping": stopper.state_dict(),
-                "epoch": step // steps_per_epoch, "step_in_epoch": step % steps_per_epoch,
-                "wall_time_s": elapsed()}
+              "epoch": step // steps_per_epoch, "step_in_epoch": step % steps_per_epoch,
+              "wall_time_s": elapsed()}
     checkpoints.save(step, state, record)
     if best:
       checkpoints.save_best(step, state, record)
@@ -123,7 +103,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   window_start, window_step, run_start = time.perf_counter(), step, time.perf_counter()
   time_before_start = progress.get("wall_time_s", 0.0)  # training time of earlier sessions
   elapsed = lambda: time_before_start + time.perf_counter() - run_start  # noqa: E731
-  logger.info(f"Training {config.model} ({model.num_tokens} tokens) on {config.dataset}: "
+  logger.info(f"Training {config.model} ({trainer.model.num_tokens} tokens) on {config.dataset}: "
               f"{len(train)} train examples, {steps_per_epoch} steps/epoch, {total_steps} steps, "
               f"{jax.device_count()} devices.")
   while step < total_steps and not stopper.stopped:
@@ -132,14 +112,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         len(train), config.batch_size, seed=config.seed, epoch=epoch,
         process_index=jax.process_index(), process_count=jax.process_count(), start_step=start)
     for images, labels in _prefetch(indices, mesh, train):
-      state, metrics = train_step(state, metrics, images, labels)
+      state, metrics = trainer.train_step(state, metrics, images, labels)
       step += 1
       if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
         values = _means(metrics)
         metrics = jax.device_put(step_lib.zero_metrics(), rep)
         now = time.perf_counter()
         rate = (step - window_step) * config.batch_size / (now - window_start)
-        lr = float(schedule(step)) * float(optim.plateau_scale(state.opt_state))
+        lr = float(trainer.schedule(step)) * float(optim.plateau_scale(state.opt_state))
         logger.write(step, "train", {**values, "lr": lr, "images_per_sec": rate})
         eta = (total_steps - step) * config.batch_size / rate
         logger.info(f"step {step}/{total_steps} epoch {step / steps_per_epoch:.2f} "
@@ -153,11 +133,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     record = {"epoch": step // steps_per_epoch, "step": step, "wall_time_s": elapsed()}
     improved = False
     if "val" in data:
-      val = evaluate(eval_step, state.params, data["val"], config.eval_batch_size, mesh)
+      val = evaluate(trainer.eval_step, state.params, data["val"], config.eval_batch_size, mesh)
       logger.write(step, "val", val)
       record.update({f"val_{k}": v for k, v in val.items()})
       improved = stopper.update(record[config.early_stopping.metric], step)
-      state = state.replace(opt_state=record_plateau(state.opt_state, val["loss"]))
+      state = state.replace(opt_state=trainer.record_validation_loss(state.opt_state, val["loss"]))
       logger.info(f"epoch {record['epoch']} validation: loss {val['loss']:.4f} "
                   f"top1 {val['top1']:.4f} top5 {val['top5']:.4f}"
                   f"{' (best)' if improved else ''}")
@@ -169,9 +149,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   summary = {"step": step, "epochs": step / steps_per_epoch, "history": history,
              "best": stopper.state_dict()}
   if "test" in data:
-    best = checkpoints.restore_best(abstract_state) if "val" in data else None
+    best = checkpoints.restore_best(trainer.abstract_state) if "val" in data else None
     params = best[0].params if best else state.params
-    test = evaluate(eval_step, params, data["test"], config.eval_batch_size, mesh)
+    test = evaluate(trainer.eval_step, params, data["test"], config.eval_batch_size, mesh)
     logger.write(step, "test", test)
     logger.info(f"test (best checkpoint): top1 {test['top1']:.4f} top5 {test['top5']:.4f}")
     summary["test"] = test
