@@ -50,7 +50,7 @@ def _means(sums: step_lib.Metrics) -> dict[str, float]:
   return {k: float(v) / count for k, v in sums.items()}
 
 
-def _prefetch(batches: Iterator, mesh: jax.sharding.Mesh, split: data_lib.ArraySplit) -> Iterator:
+def prefetch(batches: Iterator, mesh: jax.sharding.Mesh, split: data_lib.ArraySplit) -> Iterator:
   """Gathers and transfers batch i+1 while step i runs (dispatch is asynchronous)."""
   pending = None
   for idx in batches:
@@ -111,7 +111,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     indices = data_lib.train_batches(
         len(train), config.batch_size, seed=config.seed, epoch=epoch,
         process_index=jax.process_index(), process_count=jax.process_count(), start_step=start)
-    for images, labels in _prefetch(indices, mesh, train):
+    for images, labels in prefetch(indices, mesh, train):
       state, metrics = trainer.train_step(state, metrics, images, labels)
       step += 1
       if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:

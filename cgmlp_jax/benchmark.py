@@ -1,0 +1,154 @@
+"""Throughput of the real train step against the hardware's own limit, measured in the same run.
+
+  python -m cgmlp_jax.benchmark --config=configs/paper.py:model=cgmlp_2conv --out=bench.json
+
+Prints (and writes as JSON): train images/s (median over timed windows after warm-up) with the
+data already on device, and again fed from host memory the way the loop feeds it; the share of
+wall time the device waits for the host; the input pipeline's own images/s; eval images/s; step
+and compile time; GFLOPs per image from XLA's cost analysis of the compiled step (and of the
+forward pass alone); achieved TFLOP/s and MFU against a matrix-multiply peak measured here, on the
+same devices, in the step's compute dtype; peak memory.
+
+Data is synthetic uint8 at the dataset's stored resolution (``--image_size``, CIFAR's 32 by
+default), so resizing and augmentation cost what they cost in training.
+"""
+import json
+import resource
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from cgmlp_jax import data as data_lib, parallel
+from cgmlp_jax.models import summary
+from cgmlp_jax.train import config as config_lib, step as step_lib, trainer as trainer_lib
+from cgmlp_jax.train.loop import prefetch
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Training config to benchmark.", lock_config=True)
+flags.DEFINE_integer("image_size", 32, "Side of the stored (pre-augmentation) images.")
+flags.DEFINE_integer("num_classes", 100, "Classes of the head.")
+flags.DEFINE_integer("steps", 5, "Steps per timed window.")
+flags.DEFINE_integer("windows", 5, "Timed windows; the median is reported.")
+flags.DEFINE_string("out", None, "Write the figures to this JSON file.")
+flags.mark_flags_as_required(["config"])
+
+
+def _median_rate(fn, items_per_call: int, steps: int, windows: int) -> float:
+  """Median items/s over ``windows`` windows of ``steps`` calls, after one warm-up window."""
+  rates = []
+  for w in range(windows + 1):
+    start = time.perf_counter()
+    jax.block_until_ready([fn() for _ in range(steps)][-1])
+    if w:
+      rates.append(steps * items_per_call / (time.perf_counter() - start))
+  return statistics.median(rates)
+
+
+def matmul_peak_tflops(mesh: jax.sharding.Mesh, dtype, n: int = 2048, windows: int = 5) -> float:
+  """Dense matmul TFLOP/s over all devices of the mesh (one n x n product per device)."""
+  sharding = parallel.batch_sharded(mesh)
+  a = jax.device_put(jnp.ones((mesh.size, n, n), dtype), sharding)
+  matmul = jax.jit(lambda a: jnp.einsum("bij,bjk->bik", a, a), out_shardings=sharding)
+  return _median_rate(lambda: matmul(a), 2 * n**3 * mesh.size, 3, windows) / 1e12
+
+
+def _flops(compiled) -> float:
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost["flops"])
+
+
+def _peak_memory_bytes() -> tuple[int, str]:
+  stats = jax.local_devices()[0].memory_stats() or {}
+  if "peak_bytes_in_use" in stats:
+    return int(stats["peak_bytes_in_use"]), "device peak_bytes_in_use"
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "host process max RSS"
+
+
+def run(config, image_size: int, num_classes: int, steps: int, windows: int) -> dict:
+  config_lib.validate(config)
+  batch = config.batch_size
+  trainer = trainer_lib.build(config, num_classes, steps_per_epoch=1000)
+  mesh, rep = trainer.mesh, parallel.replicated(trainer.mesh)
+  local = batch // jax.process_count()
+  rng = np.random.default_rng(0)
+  split = data_lib.ArraySplit(
+      images=rng.integers(0, 256, (8 * local, image_size, image_size, 3), dtype=np.uint8),
+      labels=rng.integers(0, num_classes, (8 * local,)).astype(np.int32),
+      num_classes=num_classes, class_names=tuple(map(str, range(num_classes))))
+  images, labels = parallel.to_global(mesh, data_lib.gather(split, np.arange(local)))
+
+  state = trainer.init()
+  metrics = jax.device_put(step_lib.zero_metrics(), rep)
+  start = time.perf_counter()
+  compiled = trainer.train_step.lower(state, metrics, images, labels).compile()
+  compile_s = time.perf_counter() - start
+  # Cost analysis of an SPMD program counts one device's share.
+  step_flops = _flops(compiled) * jax.device_count()
+
+  carry = [state, metrics]
+
+  def device_step():
+    carry[0], carry[1] = compiled(carry[0], carry[1], images, labels)
+    return carry[1]
+
+  device_rate = _median_rate(device_step, batch, steps, windows)
+
+  def index_stream():
+    while True:
+      yield rng.integers(0, len(split), local)
+
+  fed = prefetch(index_stream(), mesh, split)
+
+  def fed_step():
+    carry[0], carry[1] = compiled(carry[0], carry[1], *next(fed))
+    return carry[1]
+
+  fed_rate = _median_rate(fed_step, batch, steps, windows)
+  input_rate = _median_rate(lambda: next(fed), batch, steps, windows)
+
+  eval_batch = config.eval_batch_size // jax.process_count()
+  eval_images, eval_labels = parallel.to_global(
+      mesh, data_lib.gather(split, np.arange(eval_batch) % len(split)))
+  mask = parallel.to_global(mesh, np.ones((eval_batch,), np.float32))
+  params = carry[0].params
+  eval_rate = _median_rate(lambda: trainer.eval_step(params, eval_images, eval_labels, mask),
+                           config.eval_batch_size, steps, windows)
+
+  dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
+  peak = matmul_peak_tflops(mesh, dtype)
+  achieved = device_rate * step_flops / batch / 1e12
+  memory, memory_kind = _peak_memory_bytes()
+  return {
+      "model": config.model, "dtype": config.dtype, "batch_size": batch,
+      "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+      "train_images_per_s": device_rate, "train_images_per_s_fed_from_host": fed_rate,
+      "host_wait_share": max(0.0, 1.0 - fed_rate / device_rate),
+      "input_pipeline_images_per_s": input_rate, "eval_images_per_s": eval_rate,
+      "step_time_ms": 1e3 * batch / device_rate, "compile_time_s": compile_s,
+      "train_gflops_per_image": step_flops / batch / 1e9,
+      "forward_gflops_per_image": summary.forward_gflops(trainer.model),
+      "achieved_tflops": achieved, "matmul_peak_tflops": peak, "mfu": achieved / peak,
+      "peak_memory_gib": memory / 2**30, "peak_memory_kind": memory_kind,
+  }
+
+
+def main(argv):
+  del argv
+  result = run(FLAGS.config, FLAGS.image_size, FLAGS.num_classes, FLAGS.steps, FLAGS.windows)
+  width = max(map(len, result))
+  for key, value in result.items():
+    print(f"{key:<{width}}  {value:.4g}" if isinstance(value, float) else
+          f"{key:<{width}}  {value}")
+  if FLAGS.out:
+    with open(FLAGS.out, "w") as f:
+      json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+  app.run(main)
