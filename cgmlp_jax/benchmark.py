@@ -70,7 +70,8 @@ def _peak_memory_bytes() -> tuple[int, str]:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "host process max RSS"
 
 
-def run(config, image_size: int, num_classes: int, steps: int, windows: int) -> dict:
+def run(config, image_size: int, num_classes: int, steps: int, windows: int,
+        matmul_size: int = 2048) -> dict:
   config_lib.validate(config)
   batch = config.batch_size
   trainer = trainer_lib.build(config, num_classes, steps_per_epoch=1000)
@@ -121,7 +122,7 @@ def run(config, image_size: int, num_classes: int, steps: int, windows: int) -> 
                            config.eval_batch_size, steps, windows)
 
   dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
-  peak = matmul_peak_tflops(mesh, dtype)
+  peak = matmul_peak_tflops(mesh, dtype, matmul_size, windows)
   achieved = device_rate * step_flops / batch / 1e12
   memory, memory_kind = _peak_memory_bytes()
   return {

@@ -9,7 +9,8 @@ def test_benchmark_reports_throughput_flops_and_mfu():
   config = config_lib.base_config()
   config.model = "test_gmlp"
   config.batch_size = config.eval_batch_size = 16
-  result = benchmark.run(config, image_size=16, num_classes=10, steps=1, windows=1)
+  result = benchmark.run(config, image_size=16, num_classes=10, steps=1, windows=1,
+                         matmul_size=128)
   for key in ("train_images_per_s", "train_images_per_s_fed_from_host", "eval_images_per_s",
               "input_pipeline_images_per_s", "compile_time_s", "matmul_peak_tflops",
               "achieved_tflops", "peak_memory_gib"):
