@@ -6,6 +6,7 @@ config -> data (host memory) + model -> sharded state (fresh or restored) -> epo
 A step's batch and random numbers are functions of (seed, step) only, so a run restarted from a
 checkpoint continues exactly as an uninterrupted one would.
 """
+import collections
 import json
 import time
 from typing import Any, Callable, Iterator
@@ -44,10 +45,10 @@ def evaluate(eval_step: Callable, params: Any, split: data_lib.ArraySplit, batch
   return _means(totals)
 
 
-def _means(sums: step_lib.Metrics) -> dict[str, float]:
-  sums = jax.device_get(sums)
-  count = max(float(sums.pop("count")), 1.0)
-  return {k: float(v) / count for k, v in sums.items()}
+def _means(sums: step_lib.Metrics | dict[str, float]) -> dict[str, float]:
+  sums = {k: float(v) for k, v in jax.device_get(sums).items()}
+  count = max(sums.pop("count"), 1.0)
+  return {k: v / count for k, v in sums.items()}
 
 
 def prefetch(batches: Iterator, mesh: jax.sharding.Mesh, split: data_lib.ArraySplit) -> Iterator:
@@ -89,10 +90,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     progress = {"history": [], "early_stopping": {}}
   stopper = EarlyStopping(**config.early_stopping.to_dict(), **progress["early_stopping"])
 
-  def save(state, best=False):
+  def save(state, metrics, best=False):
+    # Mid-epoch, the epoch's train-metric sums so far are saved too, so a resumed run reports
+    # the same per-epoch train metrics as an uninterrupted one.
+    sums = epoch_sums + collections.Counter(jax.device_get(metrics))
     record = {"history": history, "early_stopping": stopper.state_dict(),
               "epoch": step // steps_per_epoch, "step_in_epoch": step % steps_per_epoch,
-              "wall_time_s": elapsed()}
+              "wall_time_s": elapsed(),
+              "train_sums": {k: float(v) for k, v in sums.items()} if step % steps_per_epoch else {}}
     checkpoints.save(step, state, record)
     if best:
       checkpoints.save_best(step, state, record)
@@ -106,6 +111,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   logger.info(f"Training {config.model} ({trainer.model.num_tokens} tokens) on {config.dataset}: "
               f"{len(train)} train examples, {steps_per_epoch} steps/epoch, {total_steps} steps, "
               f"{jax.device_count()} devices.")
+  epoch_sums = collections.Counter(progress.get("train_sums", {}))  # this epoch's, so far
   while step < total_steps and not stopper.stopped:
     epoch, start = divmod(step, steps_per_epoch)
     indices = data_lib.train_batches(
@@ -115,7 +121,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       state, metrics = trainer.train_step(state, metrics, images, labels)
       step += 1
       if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
-        values = _means(metrics)
+        window_sums = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        epoch_sums.update(window_sums)
+        values = _means(window_sums)
         metrics = jax.device_put(step_lib.zero_metrics(), rep)
         now = time.perf_counter()
         rate = (step - window_step) * config.batch_size / (now - window_start)
@@ -127,10 +135,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     f"lr {lr:.2e} ETA {eta / 60:.1f} min")
         window_start, window_step = now, step
       if step % config.checkpoint_every_steps == 0 and step % steps_per_epoch:
-        save(state)
+        save(state, metrics)
 
     # Epoch end: validate, early-stop bookkeeping, checkpoint.
-    record = {"epoch": step // steps_per_epoch, "step": step, "wall_time_s": elapsed()}
+    train_means = _means(epoch_sums)
+    record = {"epoch": step // steps_per_epoch, "step": step, "wall_time_s": elapsed(),
+              **{f"train_{k}": v for k, v in train_means.items()}}
+    logger.info(f"epoch {record['epoch']} train: loss {train_means['loss']:.4f} "
+                f"top1 {train_means['top1']:.4f} top5 {train_means['top5']:.4f}")
     improved = False
     if "val" in data:
       val = evaluate(trainer.eval_step, state.params, data["val"], config.eval_batch_size, mesh)
@@ -142,7 +154,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                   f"top1 {val['top1']:.4f} top5 {val['top5']:.4f}"
                   f"{' (best)' if improved else ''}")
     history.append(record)
-    save(state, best=improved)
+    epoch_sums = collections.Counter()
+    save(state, metrics, best=improved)
     window_start = time.perf_counter()
   checkpoints.wait()
 
