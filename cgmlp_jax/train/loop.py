@@ -97,79 +97,83 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     record = {"history": history, "early_stopping": stopper.state_dict(),
               "epoch": step // steps_per_epoch, "step_in_epoch": step % steps_per_epoch,
               "wall_time_s": elapsed(),
-              "train_sums": {k: float(v) for k, v in sums.items()} if step % steps_per_epoch else {}}
+              "train_sums": ({k: float(v) for k, v in sums.items()}
+                             if step % steps_per_epoch else {})}
     checkpoints.save(step, state, record)
     if best:
       checkpoints.save_best(step, state, record)
 
-  history = progress["history"]
-  step = int(state.step)
-  metrics = jax.device_put(step_lib.zero_metrics(), rep)
-  window_start, window_step, run_start = time.perf_counter(), step, time.perf_counter()
-  time_before_start = progress.get("wall_time_s", 0.0)  # training time of earlier sessions
-  elapsed = lambda: time_before_start + time.perf_counter() - run_start  # noqa: E731
-  logger.info(f"Training {config.model} ({trainer.model.num_tokens} tokens) on {config.dataset}: "
-              f"{len(train)} train examples, {steps_per_epoch} steps/epoch, {total_steps} steps, "
-              f"{jax.device_count()} devices.")
-  epoch_sums = collections.Counter(progress.get("train_sums", {}))  # this epoch's, so far
-  while step < total_steps and not stopper.stopped:
-    epoch, start = divmod(step, steps_per_epoch)
-    indices = data_lib.train_batches(
-        len(train), config.batch_size, seed=config.seed, epoch=epoch,
-        process_index=jax.process_index(), process_count=jax.process_count(), start_step=start)
-    for images, labels in prefetch(indices, mesh, train):
-      state, metrics = trainer.train_step(state, metrics, images, labels)
-      step += 1
-      if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
-        window_sums = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        epoch_sums.update(window_sums)
-        values = _means(window_sums)
-        metrics = jax.device_put(step_lib.zero_metrics(), rep)
-        now = time.perf_counter()
-        rate = (step - window_step) * config.batch_size / (now - window_start)
-        lr = float(trainer.schedule(step)) * float(optim.plateau_scale(state.opt_state))
-        logger.write(step, "train", {**values, "lr": lr, "images_per_sec": rate})
-        eta = (total_steps - step) * config.batch_size / rate
-        logger.info(f"step {step}/{total_steps} epoch {step / steps_per_epoch:.2f} "
-                    f"{rate:.0f} img/s loss {values['loss']:.4f} top1 {values['top1']:.3f} "
-                    f"lr {lr:.2e} ETA {eta / 60:.1f} min")
-        window_start, window_step = now, step
-      if step % config.checkpoint_every_steps == 0 and step % steps_per_epoch:
-        save(state, metrics)
+  try:
+    history = progress["history"]
+    step = int(state.step)
+    metrics = jax.device_put(step_lib.zero_metrics(), rep)
+    window_start, window_step, run_start = time.perf_counter(), step, time.perf_counter()
+    time_before_start = progress.get("wall_time_s", 0.0)  # training time of earlier sessions
+    elapsed = lambda: time_before_start + time.perf_counter() - run_start  # noqa: E731
+    logger.info(f"Training {config.model} ({trainer.model.num_tokens} tokens) on {config.dataset}: "
+                f"{len(train)} train examples, {steps_per_epoch} steps/epoch, {total_steps} steps, "
+                f"{jax.device_count()} devices.")
+    epoch_sums = collections.Counter(progress.get("train_sums", {}))  # this epoch's, so far
+    while step < total_steps and not stopper.stopped:
+      epoch, start = divmod(step, steps_per_epoch)
+      indices = data_lib.train_batches(
+          len(train), config.batch_size, seed=config.seed, epoch=epoch,
+          process_index=jax.process_index(), process_count=jax.process_count(), start_step=start)
+      for images, labels in prefetch(indices, mesh, train):
+        state, metrics = trainer.train_step(state, metrics, images, labels)
+        step += 1
+        if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
+          window_sums = {k: float(v) for k, v in jax.device_get(metrics).items()}
+          epoch_sums.update(window_sums)
+          values = _means(window_sums)
+          metrics = jax.device_put(step_lib.zero_metrics(), rep)
+          now = time.perf_counter()
+          rate = (step - window_step) * config.batch_size / (now - window_start)
+          lr = float(trainer.schedule(step)) * float(optim.plateau_scale(state.opt_state))
+          logger.write(step, "train", {**values, "lr": lr, "images_per_sec": rate})
+          eta = (total_steps - step) * config.batch_size / rate
+          logger.info(f"step {step}/{total_steps} epoch {step / steps_per_epoch:.2f} "
+                      f"{rate:.0f} img/s loss {values['loss']:.4f} top1 {values['top1']:.3f} "
+                      f"lr {lr:.2e} ETA {eta / 60:.1f} min")
+          window_start, window_step = now, step
+        if step % config.checkpoint_every_steps == 0 and step % steps_per_epoch:
+          save(state, metrics)
 
-    # Epoch end: validate, early-stop bookkeeping, checkpoint.
-    train_means = _means(epoch_sums)
-    record = {"epoch": step // steps_per_epoch, "step": step, "wall_time_s": elapsed(),
-              **{f"train_{k}": v for k, v in train_means.items()}}
-    logger.info(f"epoch {record['epoch']} train: loss {train_means['loss']:.4f} "
-                f"top1 {train_means['top1']:.4f} top5 {train_means['top5']:.4f}")
-    improved = False
-    if "val" in data:
-      val = evaluate(trainer.eval_step, state.params, data["val"], config.eval_batch_size, mesh)
-      logger.write(step, "val", val)
-      record.update({f"val_{k}": v for k, v in val.items()})
-      improved = stopper.update(record[config.early_stopping.metric], step)
-      state = state.replace(opt_state=trainer.record_validation_loss(state.opt_state, val["loss"]))
-      logger.info(f"epoch {record['epoch']} validation: loss {val['loss']:.4f} "
-                  f"top1 {val['top1']:.4f} top5 {val['top5']:.4f}"
-                  f"{' (best)' if improved else ''}")
-    history.append(record)
-    epoch_sums = collections.Counter()
-    save(state, metrics, best=improved)
-    window_start = time.perf_counter()
-  checkpoints.wait()
+      # Epoch end: validate, early-stop bookkeeping, checkpoint.
+      train_means = _means(epoch_sums)
+      record = {"epoch": step // steps_per_epoch, "step": step, "wall_time_s": elapsed(),
+                **{f"train_{k}": v for k, v in train_means.items()}}
+      logger.info(f"epoch {record['epoch']} train: loss {train_means['loss']:.4f} "
+                  f"top1 {train_means['top1']:.4f} top5 {train_means['top5']:.4f}")
+      improved = False
+      if "val" in data:
+        val = evaluate(trainer.eval_step, state.params, data["val"], config.eval_batch_size, mesh)
+        logger.write(step, "val", val)
+        record.update({f"val_{k}": v for k, v in val.items()})
+        improved = stopper.update(record[config.early_stopping.metric], step)
+        opt_state = trainer.record_validation_loss(state.opt_state, val["loss"])
+        state = state.replace(opt_state=opt_state)
+        logger.info(f"epoch {record['epoch']} validation: loss {val['loss']:.4f} "
+                    f"top1 {val['top1']:.4f} top5 {val['top5']:.4f}"
+                    f"{' (best)' if improved else ''}")
+      history.append(record)
+      epoch_sums = collections.Counter()
+      save(state, metrics, best=improved)
+      window_start = time.perf_counter()
+    checkpoints.wait()
 
-  summary = {"step": step, "epochs": step / steps_per_epoch, "history": history,
-             "best": stopper.state_dict()}
-  if "test" in data:
-    best = checkpoints.restore_best(trainer.abstract_state) if "val" in data else None
-    params = best[0].params if best else state.params
-    test = evaluate(trainer.eval_step, params, data["test"], config.eval_batch_size, mesh)
-    logger.write(step, "test", test)
-    logger.info(f"test (best checkpoint): top1 {test['top1']:.4f} top5 {test['top5']:.4f}")
-    summary["test"] = test
-  if jax.process_index() == 0:
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
-  checkpoints.close()
-  logger.close()
+    summary = {"step": step, "epochs": step / steps_per_epoch, "history": history,
+               "best": stopper.state_dict()}
+    if "test" in data:
+      best = checkpoints.restore_best(trainer.abstract_state) if "val" in data else None
+      params = best[0].params if best else state.params
+      test = evaluate(trainer.eval_step, params, data["test"], config.eval_batch_size, mesh)
+      logger.write(step, "test", test)
+      logger.info(f"test (best checkpoint): top1 {test['top1']:.4f} top5 {test['top5']:.4f}")
+      summary["test"] = test
+    if jax.process_index() == 0:
+      (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+  finally:  # pending async saves complete even when training fails
+    checkpoints.close()
+    logger.close()
   return summary
