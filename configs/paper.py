@@ -1,10 +1,7 @@
 """The paper's shared recipe (the public Keras CIFAR-100 example it builds on), for any model.
 
   python launch.py --config=configs/paper.py:model=gmlp --workdir=runs/paper/gmlp
-  # all three of the paper's models, sibling workdirs (add ,small for the CPU-scale track):
-  for m in gmlp cgmlp_1conv cgmlp_2conv; do
-    python launch.py --config=configs/paper.py:model=$m --workdir=runs/paper/$m
-  done
+  scripts/paper_sweep.sh runs/paper   # all three models into sibling workdirs, then the report
 
 Recipe: batch 128; AdamW at lr 3e-3 with Keras weight decay 1e-4, i.e. optax weight_decay
 1e-4 / 3e-3 (optax multiplies the decay by the learning rate; see cgmlp_jax/train/optim.py); the
