@@ -185,3 +185,19 @@ def test_model_rejects_a_different_image_size(cgmlp):
 def test_bad_sizes_and_names_raise_before_compute(name, overrides, message):
   with pytest.raises(ValueError, match=message):
     models.get(name, num_classes=NUM_CLASSES, **overrides)
+
+
+@pytest.mark.parametrize("kernel_size", [3, 4])
+def test_im2col_convolution_equals_xla_convolution(kernel_size):
+  x = jax.random.normal(jax.random.key(0), (2, 6, 6, 3))
+  kernel = jax.random.normal(jax.random.key(1), (kernel_size, kernel_size, 3, 5))
+  expected = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
+                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  np.testing.assert_allclose(jax.jit(models.stems.conv_im2col)(x, kernel), expected,
+                             rtol=1e-5, atol=1e-5)
+  conv = models.stems.Conv(5, kernel_size)
+  params = conv.init(jax.random.key(2), x)["params"]
+  assert params["kernel"].shape == (kernel_size, kernel_size, 3, 5)  # nn.Conv's layout
+  flax_conv = nn.Conv(5, (kernel_size, kernel_size), padding="SAME")
+  np.testing.assert_allclose(conv.apply({"params": params}, x),
+                             flax_conv.apply({"params": params}, x), rtol=1e-5, atol=1e-5)

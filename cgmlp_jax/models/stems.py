@@ -39,6 +39,45 @@ def token_grid(image_size: int, patch_size: int, pools: Sequence[int] = ()) -> i
   return side // patch_size
 
 
+def conv_im2col(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """A stride-1 'SAME' convolution as one matmul over im2col patches.
+
+  x: (B, H, W, C), kernel: (k, k, C, F) (``nn.Conv``'s layout) -> (B, H, W, F). On CPU, XLA's own
+  convolution backward pass is several times slower than this formulation (BENCHMARKS.md).
+  """
+  k = kernel.shape[0]
+  lo, hi = (k - 1) // 2, k // 2
+  h, w = x.shape[1:3]
+  padded = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
+  patches = jnp.concatenate([padded[:, i:i + h, j:j + w, :] for i in range(k) for j in range(k)],
+                            axis=-1)  # (B, H, W, k*k*C), ordered (i, j, c) like the kernel
+  return patches @ kernel.reshape(-1, kernel.shape[-1])
+
+
+class Conv(nn.Module):
+  """Stride-1 'SAME' ``nn.Conv`` with the same parameters, computed with ``conv_im2col`` on CPU."""
+  features: int
+  kernel_size: int
+  use_bias: bool = True
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k = self.kernel_size
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, x.shape[-1], self.features),
+                        self.param_dtype)
+    bias = self.param("bias", nn.initializers.zeros, (self.features,),
+                      self.param_dtype) if self.use_bias else None
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    if jax.default_backend() == "cpu":
+      y = conv_im2col(x, kernel)
+    else:
+      y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y + bias if self.use_bias else y
+
+
 def _patchify(x: jax.Array, patch_size: int, d_model: int, dtype, param_dtype) -> jax.Array:
   x = nn.Conv(d_model, (patch_size, patch_size), strides=patch_size, padding="VALID",
               dtype=dtype, param_dtype=param_dtype, name="patch_proj")(x)  # (B, h, w, D)
@@ -72,8 +111,8 @@ class ConvStem(nn.Module):
     token_grid(images.shape[1], self.patch_size, [pool for _, _, pool in self.layers])
     x = images
     for i, (filters, kernel, pool) in enumerate(self.layers):
-      x = nn.Conv(filters, (kernel, kernel), padding="SAME", use_bias=self.norm == "none",
-                  dtype=self.dtype, param_dtype=self.param_dtype, name=f"conv{i}")(x)
+      x = Conv(filters, kernel, use_bias=self.norm == "none", dtype=self.dtype,
+               param_dtype=self.param_dtype, name=f"conv{i}")(x)
       if self.norm == "group":
         x = nn.GroupNorm(num_groups=math.gcd(32, filters), epsilon=1e-5, dtype=self.dtype,
                          param_dtype=self.param_dtype, name=f"norm{i}")(x)
