@@ -70,14 +70,15 @@ def test_train_and_evaluate_writes_metrics_checkpoints_and_summary(straight_run)
   assert steps == [2, 4, 5, 6, 8, 10]  # every 2 steps and at each epoch end (5 steps/epoch)
 
 
-def test_resume_mid_epoch_reproduces_the_uninterrupted_run(straight_run, tmp_path):
+def test_resume_mid_epoch_reproduces_the_uninterrupted_run(straight_run, tmp_path, monkeypatch):
   workdir, summary = straight_run
   resumed = tmp_path / "resumed"
   shutil.copytree(workdir, resumed)
   for step in ("8", "10"):  # as if the run had been killed at step 7, mid-epoch 2
     shutil.rmtree(resumed / "checkpoints" / step)
   shutil.rmtree(resumed / "best")
-  resumed_summary = run(tiny_config(), resumed)
+  monkeypatch.chdir(tmp_path)
+  resumed_summary = run(tiny_config(), "resumed")  # a relative workdir, as users type it
   assert resumed_summary["step"] == summary["step"]
   jax.tree.map(np.testing.assert_array_equal, final_params(resumed), final_params(workdir))
   without_time = lambda history: [{k: v for k, v in r.items() if k != "wall_time_s"}  # noqa: E731

@@ -8,6 +8,7 @@ checkpoint continues exactly as an uninterrupted one would.
 """
 import collections
 import json
+import os
 import time
 from typing import Any, Callable, Iterator
 
@@ -68,7 +69,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if config.distributed:
     parallel.initialize_distributed()
   config_lib.validate(config)
-  workdir = epath.Path(workdir)
+  # Orbax needs absolute paths; remote ones (gs://...) already are.
+  workdir = epath.Path(workdir if "://" in str(workdir) else os.path.abspath(workdir))
   data = load_data(config)
   train = data["train"]
   steps_per_epoch = data_lib.steps_per_epoch(len(train), config.batch_size)
