@@ -26,7 +26,6 @@ from ml_collections import config_flags
 from cgmlp_jax import data as data_lib, parallel
 from cgmlp_jax.models import summary
 from cgmlp_jax.train import config as config_lib, step as step_lib, trainer as trainer_lib
-from cgmlp_jax.train.loop import prefetch
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config to benchmark.", lock_config=True)
@@ -104,7 +103,7 @@ def run(config, image_size: int, num_classes: int, steps: int, windows: int,
     while True:
       yield rng.integers(0, len(split), local)
 
-  fed = prefetch(index_stream(), mesh, split)
+  fed = data_lib.prefetch(index_stream(), mesh, split)
 
   def fed_step():
     carry[0], carry[1] = compiled(carry[0], carry[1], *next(fed))

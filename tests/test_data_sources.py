@@ -197,3 +197,18 @@ def test_gather():
       np.arange(5, dtype=np.int32) * 10, 50, ())
   images, labels = gather(split, np.array([4, 1]))
   assert images.ravel().tolist() == [4, 1] and labels.tolist() == [40, 10]
+
+
+def test_prefetch_yields_every_batch_in_order_as_global_arrays():
+  from cgmlp_jax import data, parallel
+  split = ArraySplit(images=np.arange(16 * 2 * 2 * 3, dtype=np.uint8).reshape(16, 2, 2, 3),
+                     labels=np.arange(16, dtype=np.int32), num_classes=16,
+                     class_names=tuple(map(str, range(16))))
+  mesh = parallel.make_mesh()
+  order = [np.arange(8) + 8 * i for i in range(2)]
+  batches = list(data.prefetch(iter(order), mesh, split))
+  assert len(batches) == 2
+  for (images, labels), idx in zip(batches, order):
+    assert labels.sharding == parallel.batch_sharded(mesh)
+    np.testing.assert_array_equal(labels, idx)
+    np.testing.assert_array_equal(images, split.images[idx])

@@ -9,6 +9,7 @@ from cgmlp_jax.data.augment import (
     augment,
     normalize,
 )
+from cgmlp_jax.data.feed import prefetch
 from cgmlp_jax.data.sources import (
     ArraySplit,
     DataError,
@@ -31,6 +32,7 @@ __all__ = [
     "gather",
     "load_split",
     "normalize",
+    "prefetch",
     "resolve_splits",
     "steps_per_epoch",
     "train_batches",

@@ -10,7 +10,7 @@ import collections
 import json
 import os
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -50,18 +50,6 @@ def _means(sums: step_lib.Metrics | dict[str, float]) -> dict[str, float]:
   sums = {k: float(v) for k, v in jax.device_get(sums).items()}
   count = max(sums.pop("count"), 1.0)
   return {k: v / count for k, v in sums.items()}
-
-
-def prefetch(batches: Iterator, mesh: jax.sharding.Mesh, split: data_lib.ArraySplit) -> Iterator:
-  """Gathers and transfers batch i+1 while step i runs (dispatch is asynchronous)."""
-  pending = None
-  for idx in batches:
-    batch = parallel.to_global(mesh, data_lib.gather(split, idx))
-    if pending is not None:
-      yield pending
-    pending = batch
-  if pending is not None:
-    yield pending
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -121,7 +109,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       indices = data_lib.train_batches(
           len(train), config.batch_size, seed=config.seed, epoch=epoch,
           process_index=jax.process_index(), process_count=jax.process_count(), start_step=start)
-      for images, labels in prefetch(indices, mesh, train):
+      for images, labels in data_lib.prefetch(indices, mesh, train):
         state, metrics = trainer.train_step(state, metrics, images, labels)
         step += 1
         if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
