@@ -26,8 +26,8 @@ NA, NEVER = "n/a", "–"
 COLUMNS = ("run", "model", "classes", "params", "GFLOPs/img", "best val top-1 (epoch)",
            "final train top-1", "train−val gap (pp)", "test top-1 / top-5", "images/s",
            "wall time (min)") + tuple(f"min to {100 * t:.0f}%" for t in THRESHOLDS)
-NOTES = """Top-1 in %. The gap is the last epoch's train top-1 (the mean over its last logging \
-window, under training augmentation) minus its validation top-1, in percentage points. images/s \
+NOTES = """Top-1 in %. The gap is the last epoch's train top-1 (its mean over the epoch, under \
+training augmentation and dropout) minus its validation top-1, in percentage points. images/s \
 is the median over train logging windows, leaving out those that include compilation. Times are \
 the training wall-clock minutes the trainer recorded at the first epoch end reaching the level; \
 "–": not reached, "n/a": not known."""

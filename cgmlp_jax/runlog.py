@@ -24,7 +24,7 @@ class Epoch:
   epoch: int
   step: int
   val: dict[str, float]  # loss, top1, top5; empty without a validation set
-  train: dict[str, float]  # the train line at this step (window means); empty if missing
+  train: dict[str, float]  # the epoch's train means (else the last window's); empty if missing
   wall_time_s: float | None  # training time so far, as the trainer recorded it
 
 
@@ -111,9 +111,13 @@ def read(workdir: str) -> RunLog:
 
   history = _history(workdir, summary)
   wall_times = {r["step"]: r.get("wall_time_s") for r in history}
+  # Whole-epoch train means, where the trainer recorded them; else the last window's.
+  epoch_train = {r["step"]: {k[len("train_"):]: v for k, v in r.items() if k.startswith("train_")}
+                 for r in history}
   spe = _steps_per_epoch(history, sorted(by_split["val"]))
   epochs = [Epoch(epoch=step // spe, step=step, val=by_split["val"].get(step, {}),
-                  train=by_split["train"].get(step, {}), wall_time_s=wall_times.get(step))
+                  train=epoch_train.get(step) or by_split["train"].get(step, {}),
+                  wall_time_s=wall_times.get(step))
             for step in sorted(set(by_split["val"]) | set(wall_times))] if spe else []
   test = summary.get("test") if summary else None
   if test is None and by_split["test"]:

@@ -60,7 +60,7 @@ def workdirs(tmp_path_factory):
   state = {"step": np.int32(20), "params": jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
                                                         shapes["params"])}
   progress = {"history": [{"epoch": 1, "step": 10, "wall_time_s": 30.0},
-                          {"epoch": 2, "step": 20, "wall_time_s": 61.2}]}
+                          {"epoch": 2, "step": 20, "wall_time_s": 61.2, "train_top1": 0.78}]}
   with ocp.CheckpointManager(root / "running" / "checkpoints",
                              item_names=("state", "progress")) as manager:
     manager.save(20, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
@@ -88,6 +88,7 @@ def test_runlog_of_running_workdir(workdirs):
   assert not run.finished and run.steps_per_epoch == STEPS_PER_EPOCH
   assert [(e.epoch, e.step, e.wall_time_s) for e in run.epochs] == [(1, 10, 30.0), (2, 20, 61.2)]
   assert run.epochs[0].train["top1"] == 0.4 and run.epochs[1].val["top1"] == 0.71
+  assert run.epochs[1].train["top1"] == 0.78  # the epoch mean the trainer recorded wins
   assert [r["step"] for r in run.train] == [4, 8, 10, 14, 18, 20, 24]
   assert run.train[1]["top1"] == 0.35  # the resumed run's line replaces the crashed one's
   assert run.images_per_sec == [2000.0, 500.0, 600.0, 700.0, 800.0, 900.0]
@@ -103,7 +104,7 @@ def test_table(built):
   assert 0 < float(finished["GFLOPs/img"]) < 0.001  # 3 significant digits, not 0.000
   assert running == dict(zip(report.COLUMNS, [
       "running (running, epoch 2/3)", "test_cgmlp", "10", params, finished["GFLOPs/img"],
-      "71.00 (2)", "74.00", "+3.00", "n/a", "750", "1.0", "1.0", "–", "–"]))
+      "71.00 (2)", "78.00", "+7.00", "n/a", "750", "1.0", "1.0", "–", "–"]))
 
 
 def test_plots_are_images(built):
