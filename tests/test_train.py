@@ -215,3 +215,10 @@ def test_config_files_parse_override_and_validate(path, arg, model):
 def test_config_argument_errors():
   with pytest.raises(ValueError, match=r"Unknown config argument 'conv'"):
     config_lib.parse_arg("conv=1", convs=2)
+
+
+def test_channel_count_mismatch_fails_before_the_model_is_built(tmp_path):
+  config = tiny_config()
+  config.augment.mean, config.augment.std = (0.5,), (0.25,)
+  with pytest.raises(ValueError, match=r"cifar10 images have 3 channels but augment.mean/std give 1"):
+    run(config, tmp_path)

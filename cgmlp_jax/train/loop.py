@@ -61,6 +61,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   workdir = epath.Path(workdir if "://" in str(workdir) else os.path.abspath(workdir))
   data = load_data(config)
   train = data["train"]
+  if train.images.shape[-1] != len(config.augment.mean):
+    raise ValueError(f"{config.dataset} images have {train.images.shape[-1]} channels but "
+                     f"augment.mean/std give {len(config.augment.mean)}; set per-channel "
+                     f"augment.mean and augment.std for this dataset.")
   steps_per_epoch = data_lib.steps_per_epoch(len(train), config.batch_size)
   total_steps = config.num_epochs * steps_per_epoch
   trainer = trainer_lib.build(config, train.num_classes, steps_per_epoch)

@@ -39,7 +39,8 @@ def build(config: ml_collections.ConfigDict, num_classes: int, steps_per_epoch: 
   mesh = parallel.make_mesh()
   rep, batch = parallel.replicated(mesh), parallel.batch_sharded(mesh)
 
-  create = functools.partial(state_lib.create, model, tx, config.seed)
+  create = functools.partial(state_lib.create, model, tx, config.seed,
+                             channels=len(config.augment.mean))
   abstract = jax.eval_shape(create)
   shardings = jax.tree.map(lambda _: rep, abstract)
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
