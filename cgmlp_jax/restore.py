@@ -13,6 +13,7 @@ Layout (written by ``cgmlp_jax.train.checkpoint``)::
     WORKDIR/checkpoints/<step>/{state,progress}  the latest few
 """
 import json
+import os
 from typing import Any
 
 import jax
@@ -25,8 +26,14 @@ from cgmlp_jax import models
 CHECKPOINT_DIRS = ("best", "checkpoints")  # in order of preference
 
 
+def _path(path: str | epath.PathLike) -> epath.Path:
+  """Orbax needs absolute paths; remote ones (gs://...) already are."""
+  path = str(path)
+  return epath.Path(path if "://" in path else os.path.abspath(path))
+
+
 def _existing(workdir: str | epath.PathLike) -> epath.Path:
-  workdir = epath.Path(workdir)
+  workdir = _path(workdir)
   if not workdir.is_dir():
     raise FileNotFoundError(f"Workdir {workdir} does not exist.")
   return workdir
@@ -34,7 +41,7 @@ def _existing(workdir: str | epath.PathLike) -> epath.Path:
 
 def checkpoint_steps(directory: str | epath.PathLike) -> list[int]:
   """Steps of the complete checkpoints under ``directory`` (in-progress saves have a suffix)."""
-  directory = epath.Path(directory)
+  directory = _path(directory)
   if not directory.is_dir():
     return []
   return sorted(int(p.name) for p in directory.iterdir()
@@ -54,7 +61,7 @@ def find_checkpoint(workdir: str | epath.PathLike) -> epath.Path:
 
 def param_shapes(step_dir: str | epath.PathLike) -> dict[str, Any]:
   """The saved parameters as a tree of ``jax.ShapeDtypeStruct``, read from metadata only."""
-  path = epath.Path(step_dir) / "state"
+  path = _path(step_dir) / "state"
   if not path.is_dir():
     raise FileNotFoundError(f"No checkpoint state at {path}.")
   tree = ocp.PyTreeCheckpointHandler().metadata(path).tree
@@ -69,7 +76,7 @@ def load_params(step_dir: str | epath.PathLike) -> dict[str, Any]:
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
   handler = ocp.PyTreeCheckpointHandler()
   try:
-    restored = handler.restore(epath.Path(step_dir) / "state", args=ocp.args.PyTreeRestore(
+    restored = handler.restore(_path(step_dir) / "state", args=ocp.args.PyTreeRestore(
         item=item, restore_args=restore_args, partial_restore=True))
   finally:
     handler.close()
@@ -78,7 +85,7 @@ def load_params(step_dir: str | epath.PathLike) -> dict[str, Any]:
 
 def read_progress(step_dir: str | epath.PathLike) -> dict[str, Any]:
   """The checkpoint's JSON progress item: epoch history (with wall times), early stopping."""
-  return ocp.JsonCheckpointHandler().restore(epath.Path(step_dir) / "progress")
+  return ocp.JsonCheckpointHandler().restore(_path(step_dir) / "progress")
 
 
 def load_config(workdir: str | epath.PathLike) -> dict[str, Any]:

@@ -116,6 +116,12 @@ def test_checkpoint_round_trip(workdir, model, params):
   jax.tree.map(np.testing.assert_array_equal, loaded_params, jax.device_get(params))
 
 
+def test_checkpoint_from_a_relative_workdir(workdir, params, monkeypatch):
+  monkeypatch.chdir(workdir.parent)
+  _, loaded_params, _ = restore.load_model(workdir.name)  # orbax itself needs absolute paths
+  jax.tree.map(np.testing.assert_array_equal, loaded_params, jax.device_get(params))
+
+
 def test_cli_from_checkpoint_and_files(workdir, images, tmp_path, capsys):
   out = tmp_path / "out"
   visualize_cli.main(["--workdir", str(workdir), "--images", *_files(tmp_path, images),
