@@ -4,14 +4,13 @@ import json
 import shutil
 
 import jax
-from absl import flags
-from ml_collections import config_flags
-import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
+from absl import flags
+from ml_collections import config_flags
 
 from cgmlp_jax import data as data_lib, parallel
 from cgmlp_jax.train import config as config_lib, loop, optim, state as state_lib

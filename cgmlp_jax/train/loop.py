@@ -15,7 +15,6 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from etils import epath
 
 from cgmlp_jax import parallel
