@@ -1,8 +1,11 @@
 """Trains a model: ``python launch.py --config=configs/cgmlp.py --workdir=runs/cgmlp``.
 
 Overrides: ``--config.num_epochs=10``, config arguments: ``--config=configs/cgmlp.py:convs=1``.
-Starting again with the same workdir resumes from its latest checkpoint.
+Starting again with the same workdir resumes from its latest checkpoint. SIGTERM / Ctrl-C save a
+checkpoint first and exit with status 128 + the signal number.
 """
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -17,8 +20,12 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # progress is printed; orbax's INFO lines are noise
   import tensorflow as tf  # noqa: PLC0415  (TF only reads data; keep it off the GPUs/TPUs)
   tf.config.set_visible_devices([], "GPU")
-  from cgmlp_jax.train import train_and_evaluate  # noqa: PLC0415
-  train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  from cgmlp_jax.train import Interrupted, train_and_evaluate  # noqa: PLC0415
+  try:
+    train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except Interrupted as e:
+    print(e, flush=True)
+    sys.exit(128 + e.signum)
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ def run(config, image_size: int, num_classes: int, steps: int, windows: int,
   images, labels = parallel.to_global(mesh, data_lib.gather(split, np.arange(local)))
 
   state = trainer.init()
-  metrics = jax.device_put(step_lib.zero_metrics(), rep)
+  metrics = jax.device_put(step_lib.zero_metrics(train=True), rep)
   start = time.perf_counter()
   compiled = trainer.train_step.lower(state, metrics, images, labels).compile()
   compile_s = time.perf_counter() - start

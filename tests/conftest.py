@@ -18,3 +18,19 @@ _CACHE = tempfile.mkdtemp(prefix="cgmlp_jax_test_xla_cache_")
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+import pytest  # noqa: E402
+
+from tiny_run import run, tiny_config  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def compile_cache_dir():
+  return _CACHE
+
+
+@pytest.fixture(scope="session")
+def straight_run(tmp_path_factory):
+  """An uninterrupted tiny run (2 epochs, 10 steps): the reference for resumed / failed runs."""
+  workdir = tmp_path_factory.mktemp("straight")
+  return workdir, run(tiny_config(), workdir)

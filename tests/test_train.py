@@ -6,52 +6,15 @@ import shutil
 import jax
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 import pytest
-import tensorflow_datasets as tfds
 from absl import flags
 from ml_collections import config_flags
 
 from cgmlp_jax import data as data_lib, parallel
 from cgmlp_jax.train import config as config_lib, loop, optim, state as state_lib
 from cgmlp_jax.train import step as step_lib
+from tiny_run import NUM_EXAMPLES, final_params, run, tiny_config
 
-NUM_EXAMPLES = 40  # mock_data gives every split (and slice) 40 examples: 5 steps per epoch
-
-
-def tiny_config(**overrides):
-  config = config_lib.base_config()
-  config.model = "test_cgmlp"
-  config.dataset = "cifar10"
-  config.holdout_fraction = 0.25
-  config.test_split = "test"
-  config.batch_size = 8
-  config.eval_batch_size = 16  # does not divide the 10 validation / 40 test examples
-  config.num_epochs = 2
-  config.log_every_steps = 2
-  config.checkpoint_every_steps = 2
-  config.keep_checkpoints = 10
-  config.optimizer.warmup_epochs = 0.5
-  config.optimizer.schedule = "plateau"  # driven by validation loss, restored on resume
-  config.optimizer.plateau_patience = 1
-  config.update(overrides)
-  return config
-
-
-def run(config, workdir):
-  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
-    return loop.train_and_evaluate(config, str(workdir))
-
-
-def final_params(workdir):
-  step = max(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
-  return ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(step) / "state")["params"]
-
-
-@pytest.fixture(scope="module")
-def straight_run(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("straight")
-  return workdir, run(tiny_config(), workdir)
 
 
 def test_train_and_evaluate_writes_metrics_checkpoints_and_summary(straight_run):
@@ -113,7 +76,7 @@ def step_setup():
 def test_sharded_step_equals_single_device_step(step_setup):
   model, tx, augment, state, images, labels = step_setup
   train_step = step_lib.make_train_step(model, tx, augment, 10, 0.1)
-  metrics = step_lib.zero_metrics()
+  metrics = step_lib.zero_metrics(train=True)
   single_device = jax.devices()[0]
   ref_state, ref_metrics = jax.jit(train_step)(*jax.device_put((state, metrics, images, labels),
                                                                single_device))
@@ -135,7 +98,7 @@ def test_small_model_overfits_one_batch(step_setup):
   train_step = jax.jit(step_lib.make_train_step(model, tx, no_augment, 10, 0.0))
   losses = []
   for _ in range(50):
-    metrics = step_lib.zero_metrics()
+    metrics = step_lib.zero_metrics(train=True)
     state, metrics = train_step(state, metrics, images, labels)
     losses.append(float(metrics["loss"] / metrics["count"]))
   assert losses[-1] < 0.1 * losses[0], losses

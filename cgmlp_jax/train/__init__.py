@@ -1,4 +1,7 @@
 """Training: config schema, optimiser, state, steps, checkpoints and the loop."""
+from cgmlp_jax.train.checkpoint import CheckpointError
+from cgmlp_jax.train.interrupts import Interrupted
 from cgmlp_jax.train.loop import train_and_evaluate
+from cgmlp_jax.train.workdir import WorkdirError
 
-__all__ = ["train_and_evaluate"]
+__all__ = ["CheckpointError", "Interrupted", "WorkdirError", "train_and_evaluate"]

@@ -7,13 +7,40 @@
 Each checkpoint holds two items: ``state`` (the TrainState pytree, sharded arrays, written by every
 process) and ``progress`` (a small JSON dict: epoch history and early-stopping bookkeeping).
 Saves are asynchronous; ``wait()`` before reading them back or exiting.
+
+Failures never cost work: orbax writes a step to a temporary directory and renames it when complete,
+so a failed save (disk full, permissions) leaves the earlier checkpoints as they were, and a
+checkpoint that does not fit the model or cannot be read raises ``CheckpointError`` naming its
+path and the mismatch; nothing is deleted.
 """
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
 ITEMS = ("state", "progress")
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint could not be written, read, or does not fit the model being trained."""
+
+
+def _flat_shapes(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {"/".join(str(getattr(k, "key", k)) for k in path): (tuple(x.shape), str(x.dtype))
+          for path, x in leaves}
+
+
+def params_mismatch(stored: Any, wanted: Any, limit: int = 10) -> list[str]:
+  """How stored parameter metadata differs from the model's (names, shapes, dtypes)."""
+  stored, wanted = _flat_shapes(stored), _flat_shapes(wanted)
+  lines = [f"{name}: in the checkpoint, not in the model" for name in sorted(set(stored) - set(wanted))]
+  lines += [f"{name}: in the model, not in the checkpoint" for name in sorted(set(wanted) - set(stored))]
+  lines += [f"{name}: checkpoint {stored[name][0]} {stored[name][1]}, model {wanted[name][0]} "
+            f"{wanted[name][1]}" for name in sorted(set(stored) & set(wanted))
+            if stored[name] != wanted[name]]
+  return lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else [])
 
 
 def _manager(directory: epath.Path, keep: int) -> ocp.CheckpointManager:
@@ -28,11 +55,23 @@ class Checkpoints:
     self.best = _manager(workdir / "best", 1)
 
   @staticmethod
-  def _save(manager: ocp.CheckpointManager, step: int, state: Any, progress: dict) -> None:
+  def _failed_save(manager: ocp.CheckpointManager, step: int | None, error: Exception):
+    kept = manager.all_steps()
+    return CheckpointError(
+        f"Saving checkpoint {'step ' + str(step) + ' ' if step is not None else ''}to "
+        f"{manager.directory} failed ({type(error).__name__}: {error}). The earlier checkpoints "
+        f"{kept} are intact; free disk space or fix the workdir, then run again to resume from "
+        f"step {max(kept) if kept else 0}.")
+
+  @classmethod
+  def _save(cls, manager: ocp.CheckpointManager, step: int, state: Any, progress: dict) -> None:
     if step in manager.all_steps():
       return
-    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                               progress=ocp.args.JsonSave(progress)))
+    try:
+      manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                 progress=ocp.args.JsonSave(progress)))
+    except Exception as e:  # an earlier asynchronous save's failure surfaces here too
+      raise cls._failed_save(manager, step, e) from e
 
   def save(self, step: int, state: Any, progress: dict) -> None:
     self._save(self.latest, step, state, progress)
@@ -45,8 +84,26 @@ class Checkpoints:
     step = manager.latest_step()
     if step is None:
       return None
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), progress=ocp.args.JsonRestore()))
+    path = manager.directory / str(step)
+    advice = (f"Nothing was changed in {manager.directory.parent}. Use the config that wrote it, "
+              f"a new --workdir, or --config.on_bad_checkpoint=fresh to train from scratch in "
+              f"{manager.directory.parent / 'fresh'}.")
+    try:
+      stored = ocp.StandardCheckpointer().metadata(path / "state").item_metadata.tree
+    except Exception as e:
+      raise CheckpointError(f"Checkpoint {path} cannot be read, it may be truncated or corrupt "
+                            f"({type(e).__name__}: {e}). {advice}") from e
+    mismatch = params_mismatch(stored.get("params", {}), abstract_state.params)
+    if mismatch:
+      raise CheckpointError(f"Checkpoint {path} does not fit the model of this config:\n  "
+                            + "\n  ".join(mismatch) + f"\n{advice}")
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), progress=ocp.args.JsonRestore()))
+    except Exception as e:
+      raise CheckpointError(f"Checkpoint {path} could not be restored, it may be truncated, "
+                            f"corrupt or from another optimiser ({type(e).__name__}: {e}). "
+                            f"{advice}") from e
     return restored.state, restored.progress
 
   def restore_latest(self, abstract_state: Any) -> tuple[Any, dict] | None:
@@ -60,9 +117,15 @@ class Checkpoints:
   def restore_best(self, abstract_state: Any) -> tuple[Any, dict] | None:
     return self._restore(self.best, abstract_state)
 
+  def latest_step(self) -> int | None:
+    return self.latest.latest_step()
+
   def wait(self) -> None:
-    self.latest.wait_until_finished()
-    self.best.wait_until_finished()
+    for manager in (self.latest, self.best):
+      try:
+        manager.wait_until_finished()
+      except Exception as e:
+        raise self._failed_save(manager, None, e) from e
 
   def close(self) -> None:
     self.latest.close()

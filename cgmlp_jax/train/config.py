@@ -51,6 +51,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 500  # also at every epoch end and at the end of training
   c.keep_checkpoints = 2
   c.distributed = False  # jax.distributed.initialize() first (multi-host TPU/GPU)
+
+  # Failures (README "Failures"): what to do on non-finite steps, a changed config, and a
+  # checkpoint that does not fit ("fresh": train from scratch in workdir/fresh, keep the old one).
+  c.skip_nonfinite_steps = False
+  c.on_config_change = "warn"  # "warn" (print the diff) or "error"
+  c.on_bad_checkpoint = "error"  # "error" or "fresh"
   return c
 
 
@@ -75,6 +81,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"dtype={config.dtype!r}; use one of {DTYPES}.")
   if config.optimizer.schedule not in SCHEDULES:
     raise ValueError(f"optimizer.schedule={config.optimizer.schedule!r}; use one of {SCHEDULES}.")
+  for name, allowed in (("on_config_change", ("warn", "error")),
+                        ("on_bad_checkpoint", ("error", "fresh"))):
+    if config[name] not in allowed:
+      raise ValueError(f"{name}={config[name]!r}; use one of {allowed}.")
   es = config.early_stopping
   if es.metric not in EARLY_STOP_METRICS or es.mode not in ("min", "max"):
     raise ValueError(f"early_stopping needs metric in {EARLY_STOP_METRICS} and mode in "

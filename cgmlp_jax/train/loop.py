@@ -4,11 +4,13 @@ config -> data (host memory) + model -> sharded state (fresh or restored) -> epo
 -> validation, early stopping, checkpoints -> test with the best checkpoint.
 
 A step's batch and random numbers are functions of (seed, step) only, so a run restarted from a
-checkpoint continues exactly as an uninterrupted one would.
+checkpoint continues exactly as an uninterrupted one would. SIGTERM/SIGINT save a checkpoint and
+stop; non-finite steps never reach the state or a checkpoint (see README "Failures").
 """
 import collections
 import json
 import os
+import signal
 import time
 from typing import Any, Callable
 
@@ -21,8 +23,9 @@ from cgmlp_jax import parallel
 from cgmlp_jax import data as data_lib
 from cgmlp_jax.metrics import MetricsLogger
 from cgmlp_jax.train import config as config_lib
-from cgmlp_jax.train import optim, step as step_lib, trainer as trainer_lib
-from cgmlp_jax.train.checkpoint import Checkpoints
+from cgmlp_jax.train import interrupts, optim, step as step_lib, trainer as trainer_lib
+from cgmlp_jax.train import workdir as workdir_lib
+from cgmlp_jax.train.checkpoint import CheckpointError, Checkpoints
 from cgmlp_jax.train.early_stopping import EarlyStopping
 
 
@@ -48,16 +51,45 @@ def evaluate(eval_step: Callable, params: Any, split: data_lib.ArraySplit, batch
 def _means(sums: step_lib.Metrics | dict[str, float]) -> dict[str, float]:
   sums = {k: float(v) for k, v in jax.device_get(sums).items()}
   count = max(sums.pop("count"), 1.0)
-  return {k: v / count for k, v in sums.items()}
+  return {k: v if k == "skipped_steps" else v / count for k, v in sums.items()}
+
+
+def _open_checkpoints(config: ml_collections.ConfigDict, workdir: epath.Path,
+                      abstract_state: Any) -> tuple[epath.Path, Checkpoints, Any]:
+  """The workdir to use, its checkpoints, and the latest ``(state, progress)`` or None.
+
+  A checkpoint that cannot be restored stops the run (``CheckpointError``) unless
+  ``on_bad_checkpoint="fresh"``: then training starts (or resumes) in ``workdir/fresh``, leaving the
+  bad checkpoint where it is.
+  """
+  checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
+  try:
+    return workdir, checkpoints, checkpoints.restore_latest(abstract_state)
+  except CheckpointError as e:
+    checkpoints.close()
+    if config.on_bad_checkpoint != "fresh":
+      raise
+    fresh = workdir / "fresh"
+    print(f"WARNING: {e}\non_bad_checkpoint=fresh: training in {fresh} instead.", flush=True)
+    workdir_lib.probe_writable(fresh)
+    checkpoints = Checkpoints(fresh, keep=config.keep_checkpoints)
+    return fresh, checkpoints, checkpoints.restore_latest(abstract_state)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains, validates every epoch, tests the best checkpoint; returns the final summary."""
+  """Trains, validates every epoch, tests the best checkpoint; returns the final summary.
+
+  Raises ``interrupts.Interrupted`` after saving a checkpoint when SIGTERM/SIGINT arrive,
+  ``FloatingPointError`` on non-finite loss/gradients (unless ``skip_nonfinite_steps``), and
+  ``CheckpointError`` / ``WorkdirError`` when the workdir or its checkpoints cannot be used.
+  """
   if config.distributed:
     parallel.initialize_distributed()
   config_lib.validate(config)
   # Orbax needs absolute paths; remote ones (gs://...) already are.
   workdir = epath.Path(workdir if "://" in str(workdir) else os.path.abspath(workdir))
+  workdir_lib.probe_writable(workdir)  # before reading any data: fail fast on a bad workdir
+  workdir_lib.check_config_change(workdir, config)
   data = load_data(config)
   train = data["train"]
   if train.images.shape[-1] != len(config.augment.mean):
@@ -69,12 +101,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   trainer = trainer_lib.build(config, train.num_classes, steps_per_epoch)
   mesh, rep = trainer.mesh, parallel.replicated(trainer.mesh)
 
-  if jax.process_index() == 0:
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+  workdir, checkpoints, restored = _open_checkpoints(config, workdir, trainer.abstract_state)
+  workdir_lib.record_config(workdir, config)
   logger = MetricsLogger(workdir)
-  checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
-  restored = checkpoints.restore_latest(trainer.abstract_state)
   if restored:
     state, progress = restored
     logger.info(f"Resumed from {workdir / 'checkpoints'} at step {int(state.step)}.")
@@ -83,10 +112,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     progress = {"history": [], "early_stopping": {}}
   stopper = EarlyStopping(**config.early_stopping.to_dict(), **progress["early_stopping"])
 
+  def read_train_metrics(metrics) -> dict[str, float]:
+    """Fetches train-metric sums; stops on non-finite steps unless they are to be skipped."""
+    sums = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    skipped, first = int(sums.pop("nonfinite")), int(sums.pop("first_nonfinite_step"))
+    if skipped and not config.skip_nonfinite_steps:
+      raise FloatingPointError(
+          f"Non-finite loss or gradients at step {first} ({skipped} such step(s) up to step "
+          f"{step}). Nothing was saved after it: the latest checkpoint (step "
+          f"{checkpoints.latest_step()}) in {workdir} holds the last good state. Lower "
+          f"optimizer.learning_rate, keep optimizer.grad_clip_norm > 0, or set "
+          f"--config.skip_nonfinite_steps=True to skip such steps.")
+    return {**sums, "skipped_steps": float(skipped)} if skipped else sums
+
   def save(state, metrics, best=False):
     # Mid-epoch, the epoch's train-metric sums so far are saved too, so a resumed run reports
     # the same per-epoch train metrics as an uninterrupted one.
-    sums = epoch_sums + collections.Counter(jax.device_get(metrics))
+    sums = epoch_sums + collections.Counter(read_train_metrics(metrics))
     record = {"history": history, "early_stopping": stopper.state_dict(),
               "epoch": step // steps_per_epoch, "step_in_epoch": step % steps_per_epoch,
               "wall_time_s": elapsed(),
@@ -96,10 +138,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if best:
       checkpoints.save_best(step, state, record)
 
+  stops = interrupts.StopRequests(jax.process_count(), sync_every=config.log_every_steps)
+
+  def interrupt(signum: int):
+    checkpoints.wait()
+    return interrupts.Interrupted(signum, (
+        f"Stopped by {signal.Signals(signum).name} at step {step}; checkpoint saved in "
+        f"{workdir / 'checkpoints'}. Run the same command to resume."))
+
   try:
     history = progress["history"]
     step = int(state.step)
-    metrics = jax.device_put(step_lib.zero_metrics(), rep)
+    metrics = jax.device_put(step_lib.zero_metrics(train=True), rep)
     window_start, window_step, run_start = time.perf_counter(), step, time.perf_counter()
     time_before_start = progress.get("wall_time_s", 0.0)  # training time of earlier sessions
     elapsed = lambda: time_before_start + time.perf_counter() - run_start  # noqa: E731
@@ -107,52 +157,63 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 f"{len(train)} train examples, {steps_per_epoch} steps/epoch, {total_steps} steps, "
                 f"{jax.device_count()} devices.")
     epoch_sums = collections.Counter(progress.get("train_sums", {}))  # this epoch's, so far
-    while step < total_steps and not stopper.stopped:
-      epoch, start = divmod(step, steps_per_epoch)
-      indices = data_lib.train_batches(
-          len(train), config.batch_size, seed=config.seed, epoch=epoch,
-          process_index=jax.process_index(), process_count=jax.process_count(), start_step=start)
-      for images, labels in data_lib.prefetch(indices, mesh, train):
-        state, metrics = trainer.train_step(state, metrics, images, labels)
-        step += 1
-        if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
-          window_sums = {k: float(v) for k, v in jax.device_get(metrics).items()}
-          epoch_sums.update(window_sums)
-          values = _means(window_sums)
-          metrics = jax.device_put(step_lib.zero_metrics(), rep)
-          now = time.perf_counter()
-          rate = (step - window_step) * config.batch_size / (now - window_start)
-          lr = float(trainer.schedule(step)) * float(optim.plateau_scale(state.opt_state))
-          logger.write(step, "train", {**values, "lr": lr, "images_per_sec": rate})
-          eta = (total_steps - step) * config.batch_size / rate
-          logger.info(f"step {step}/{total_steps} epoch {step / steps_per_epoch:.2f} "
-                      f"{rate:.0f} img/s loss {values['loss']:.4f} top1 {values['top1']:.3f} "
-                      f"lr {lr:.2e} ETA {eta / 60:.1f} min")
-          window_start, window_step = now, step
-        if step % config.checkpoint_every_steps == 0 and step % steps_per_epoch:
-          save(state, metrics)
+    with stops:
+      while step < total_steps and not stopper.stopped:
+        epoch, start = divmod(step, steps_per_epoch)
+        indices = data_lib.train_batches(
+            len(train), config.batch_size, seed=config.seed, epoch=epoch,
+            process_index=jax.process_index(), process_count=jax.process_count(), start_step=start)
+        for images, labels in data_lib.prefetch(indices, mesh, train):
+          state, metrics = trainer.train_step(state, metrics, images, labels)
+          step += 1
+          if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
+            window_sums = read_train_metrics(metrics)
+            epoch_sums.update(window_sums)
+            values = _means(window_sums)
+            metrics = jax.device_put(step_lib.zero_metrics(train=True), rep)
+            now = time.perf_counter()
+            rate = (step - window_step) * config.batch_size / (now - window_start)
+            lr = float(trainer.schedule(step)) * float(optim.plateau_scale(state.opt_state))
+            logger.write(step, "train", {**values, "lr": lr, "images_per_sec": rate})
+            eta = (total_steps - step) * config.batch_size / rate
+            logger.info(f"step {step}/{total_steps} epoch {step / steps_per_epoch:.2f} "
+                        f"{rate:.0f} img/s loss {values['loss']:.4f} top1 {values['top1']:.3f} "
+                        f"lr {lr:.2e} ETA {eta / 60:.1f} min"
+                        + (f" ({window_sums['skipped_steps']:.0f} non-finite steps skipped)"
+                           if "skipped_steps" in window_sums else ""))
+            window_start, window_step = now, step
+          if step % steps_per_epoch:  # mid-epoch; at an epoch end, validation comes first
+            signum = stops.requested(step)
+            if signum or step % config.checkpoint_every_steps == 0:
+              save(state, metrics)
+            if signum:
+              raise interrupt(signum)
 
-      # Epoch end: validate, early-stop bookkeeping, checkpoint.
-      train_means = _means(epoch_sums)
-      record = {"epoch": step // steps_per_epoch, "step": step, "wall_time_s": elapsed(),
-                **{f"train_{k}": v for k, v in train_means.items()}}
-      logger.info(f"epoch {record['epoch']} train: loss {train_means['loss']:.4f} "
-                  f"top1 {train_means['top1']:.4f} top5 {train_means['top5']:.4f}")
-      improved = False
-      if "val" in data:
-        val = evaluate(trainer.eval_step, state.params, data["val"], config.eval_batch_size, mesh)
-        logger.write(step, "val", val)
-        record.update({f"val_{k}": v for k, v in val.items()})
-        improved = stopper.update(record[config.early_stopping.metric], step)
-        opt_state = trainer.record_validation_loss(state.opt_state, val["loss"])
-        state = state.replace(opt_state=opt_state)
-        logger.info(f"epoch {record['epoch']} validation: loss {val['loss']:.4f} "
-                    f"top1 {val['top1']:.4f} top5 {val['top5']:.4f}"
-                    f"{' (best)' if improved else ''}")
-      history.append(record)
-      epoch_sums = collections.Counter()
-      save(state, metrics, best=improved)
-      window_start = time.perf_counter()
+        # Epoch end: validate, early-stop bookkeeping, checkpoint.
+        train_means = _means(epoch_sums)
+        record = {"epoch": step // steps_per_epoch, "step": step, "wall_time_s": elapsed(),
+                  **{f"train_{k}": v for k, v in train_means.items()}}
+        logger.info(f"epoch {record['epoch']} train: loss {train_means['loss']:.4f} "
+                    f"top1 {train_means['top1']:.4f} top5 {train_means['top5']:.4f}")
+        improved = False
+        if "val" in data:
+          val = evaluate(trainer.eval_step, state.params, data["val"], config.eval_batch_size,
+                         mesh)
+          logger.write(step, "val", val)
+          record.update({f"val_{k}": v for k, v in val.items()})
+          improved = stopper.update(record[config.early_stopping.metric], step)
+          opt_state = trainer.record_validation_loss(state.opt_state, val["loss"])
+          state = state.replace(opt_state=opt_state)
+          logger.info(f"epoch {record['epoch']} validation: loss {val['loss']:.4f} "
+                      f"top1 {val['top1']:.4f} top5 {val['top5']:.4f}"
+                      f"{' (best)' if improved else ''}")
+        history.append(record)
+        epoch_sums = collections.Counter()
+        save(state, metrics, best=improved)
+        window_start = time.perf_counter()
+        signum = stops.requested(step)
+        if signum and step < total_steps and not stopper.stopped:
+          raise interrupt(signum)
     checkpoints.wait()
 
     summary = {"step": step, "epochs": step / steps_per_epoch, "history": history,
@@ -167,6 +228,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if jax.process_index() == 0:
       (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
   finally:  # pending async saves complete even when training fails
-    checkpoints.close()
-    logger.close()
+    _close(checkpoints, logger)
   return summary
+
+
+def _close(checkpoints: Checkpoints, logger: MetricsLogger) -> None:
+  """Finishes pending saves and flushes metrics; a failing save is reported, not re-raised here
+  (the exception already propagating is the one to see)."""
+  try:
+    checkpoints.close()
+  except Exception as e:  # noqa: BLE001
+    print(f"WARNING: finishing the last checkpoint save failed: {e}", flush=True)
+  logger.close()

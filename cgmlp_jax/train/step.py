@@ -4,6 +4,11 @@ Augmentation runs inside the train step, on device, with per-example keys derive
 key and the step number, so a resumed run draws exactly the numbers an uninterrupted one would.
 Metrics come back as on-device sums (loss, top-1, top-5, count) that the loop adds up and fetches
 once per log interval.
+
+A step whose loss, gradients or updates are not finite changes nothing but the step counter: the state
+never holds NaN/Inf, so no checkpoint can. The train metrics count such steps ("nonfinite") and keep
+the first one's number ("first_nonfinite_step"); the loop stops or skips on them (config
+``skip_nonfinite_steps``) when it next reads the metrics, without a host sync per step.
 """
 from typing import Callable
 
@@ -18,8 +23,15 @@ from cgmlp_jax.train.state import TrainState
 Metrics = dict[str, jax.Array]  # sums over examples; "count" is the number of examples
 
 
-def zero_metrics() -> Metrics:
-  return {k: jnp.zeros((), jnp.float32) for k in ("loss", "top1", "top5", "count")}
+NO_STEP = jnp.iinfo(jnp.int32).max  # "first_nonfinite_step" when every step was finite
+GUARD_KEYS = ("nonfinite", "first_nonfinite_step")
+
+
+def zero_metrics(train: bool = False) -> Metrics:
+  sums = {k: jnp.zeros((), jnp.float32) for k in ("loss", "top1", "top5", "count")}
+  if train:
+    sums.update(nonfinite=jnp.zeros((), jnp.int32), first_nonfinite_step=jnp.array(NO_STEP))
+  return sums
 
 
 def _metric_sums(logits, labels, loss_per_example, weights) -> Metrics:
@@ -50,11 +62,22 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
       per_example = optax.softmax_cross_entropy(logits, targets)
       return jnp.mean(per_example), (logits, per_example)
 
-    (_, (logits, per_example)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (logits, per_example)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    finite = (jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
+              & jnp.isfinite(optax.tree.norm(updates)))
+    keep_if_finite = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+    params, opt_state = jax.tree.map(keep_if_finite, (params, opt_state),
+                                     (state.params, state.opt_state))
     sums = _metric_sums(logits, labels, per_example, jnp.ones_like(per_example))
-    metrics = jax.tree.map(jnp.add, metrics, sums)
+    sums = jax.tree.map(lambda x: jnp.where(finite, x, 0.0), sums)
+    metrics = {**jax.tree.map(jnp.add, {k: metrics[k] for k in sums}, sums),
+               "nonfinite": metrics["nonfinite"] + (~finite).astype(jnp.int32),
+               "first_nonfinite_step": jnp.where(
+                   finite, metrics["first_nonfinite_step"],
+                   jnp.minimum(metrics["first_nonfinite_step"], state.step + 1))}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return train_step

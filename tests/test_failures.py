@@ -1,0 +1,183 @@
+"""Failures never lose work: signals, divergence, bad checkpoints, bad workdirs, changed configs.
+
+Each test starts from (a copy of) the tiny uninterrupted run ``straight_run`` (conftest) and checks
+both the error a user sees and that the workdir still holds what it held.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from cgmlp_jax.train import CheckpointError, WorkdirError, interrupts, loop
+from tiny_run import final_params, run, tiny_config
+
+TINY_RUN = Path(__file__).with_name("tiny_run.py")
+
+
+def checkpoint_steps(workdir):
+  return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def files(workdir):
+  return {str(p.relative_to(workdir)): p.stat().st_size for p in workdir.rglob("*") if p.is_file()}
+
+
+def copy_until(straight_run, tmp_path, last_step):
+  """The straight run's workdir as it was after ``last_step`` (later checkpoints removed)."""
+  workdir = tmp_path / "run"
+  shutil.copytree(straight_run[0], workdir)
+  for step in checkpoint_steps(workdir):
+    if step > last_step:
+      shutil.rmtree(workdir / "checkpoints" / str(step))
+  shutil.rmtree(workdir / "best")
+  return workdir
+
+
+def test_sigterm_mid_epoch_saves_and_the_resumed_run_matches(straight_run, tmp_path,
+                                                             compile_cache_dir):
+  workdir = tmp_path / "preempted"
+  process = subprocess.Popen(
+      [sys.executable, str(TINY_RUN), str(workdir), "--step_delay=0.5",
+       f"--cache_dir={compile_cache_dir}"],
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=TINY_RUN.parent.parent)
+  lines, reached_step_2 = [], threading.Event()
+
+  def read():
+    for line in process.stdout:
+      lines.append(line)
+      if line.startswith("step 2/10"):
+        reached_step_2.set()
+
+  reader = threading.Thread(target=read, daemon=True)
+  reader.start()
+  try:
+    assert reached_step_2.wait(timeout=180), "".join(lines)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 128 + signal.SIGTERM, "".join(lines)
+  finally:
+    process.kill()
+  reader.join(timeout=10)
+  output = "".join(lines)
+  stopped_at = checkpoint_steps(workdir)[-1]
+  assert 2 < stopped_at < 5, output  # mid-epoch 1 (steps 1-5), not a regular save (every 2)
+  assert f"Stopped by SIGTERM at step {stopped_at}; checkpoint saved" in output
+  assert "Run the same command to resume." in output
+
+  summary = run(tiny_config(), workdir)
+  assert summary["step"] == straight_run[1]["step"]
+  jax.tree.map(np.testing.assert_array_equal, final_params(workdir),
+               final_params(straight_run[0]))
+
+
+def test_sigint_is_a_stop_request_and_a_second_one_aborts():
+  with interrupts.StopRequests() as stops:
+    assert stops.requested(1) is None
+    os.kill(os.getpid(), signal.SIGINT)
+    assert stops.requested(2) == signal.SIGINT
+    with pytest.raises(KeyboardInterrupt):
+      os.kill(os.getpid(), signal.SIGINT)
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+@pytest.fixture
+def diverging(straight_run, tmp_path):
+  """The run after step 4, resumed with a learning rate that makes step 5's update infinite."""
+  workdir = copy_until(straight_run, tmp_path, 4)
+  config = tiny_config()
+  config.optimizer.learning_rate = float("inf")
+  return workdir, config
+
+
+def test_nonfinite_step_stops_with_its_number_and_keeps_the_last_good_checkpoint(
+    diverging, straight_run):
+  workdir, config = diverging
+  before = final_params(workdir)
+  with pytest.raises(FloatingPointError, match=r"Non-finite loss or gradients at step 5 .*"
+                                               r"latest checkpoint \(step 4\)"):
+    run(config, workdir)
+  assert checkpoint_steps(workdir) == [2, 4]
+  jax.tree.map(np.testing.assert_array_equal, final_params(workdir), before)
+
+
+def test_nonfinite_steps_can_be_skipped(diverging):
+  workdir, config = diverging
+  before = final_params(workdir)
+  config.skip_nonfinite_steps = True
+  summary = run(config, workdir)
+  assert summary["step"] == 10
+  jax.tree.map(np.testing.assert_array_equal, final_params(workdir), before)  # all skipped
+  train_lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()
+                 if '"train"' in line and json.loads(line)["step"] > 4]
+  assert sum(line.get("skipped_steps", 0) for line in train_lines) == 6
+
+
+def test_checkpoint_of_another_model_is_named_and_left_alone(straight_run, tmp_path):
+  workdir = copy_until(straight_run, tmp_path, 10)
+  before = files(workdir)
+  with pytest.raises(CheckpointError, match=r"checkpoints/10 does not fit the model(.|\n)*"
+                                            r"checkpoint \(16,\) float32, model \(24,\) float32"):
+    run(tiny_config(model_kw={"d_model": 24}), workdir)
+  assert files(workdir) == before
+
+
+def test_corrupt_checkpoint_is_an_error_or_a_fresh_start_elsewhere(straight_run, tmp_path):
+  workdir = copy_until(straight_run, tmp_path, 10)
+  for path in (workdir / "checkpoints" / "10" / "state").rglob("*"):
+    if path.is_file() and path.stat().st_size > 1000:
+      path.write_bytes(path.read_bytes()[:100])  # truncated
+  before = files(workdir)
+  with pytest.raises(CheckpointError, match=r"checkpoints/10 .*(truncated or corrupt)"):
+    run(tiny_config(), workdir)
+  assert files(workdir) == before
+
+  summary = run(tiny_config(on_bad_checkpoint="fresh"), workdir)
+  assert summary["step"] == 10 and checkpoint_steps(workdir / "fresh")[-1] == 10
+  jax.tree.map(np.testing.assert_array_equal, final_params(workdir / "fresh"),
+               final_params(straight_run[0]))
+  assert {k: v for k, v in files(workdir).items() if not k.startswith("fresh/")} == before
+
+
+def test_failed_save_keeps_the_earlier_checkpoints(tmp_path, monkeypatch):
+  save = ocp.CheckpointManager.save
+
+  def disk_full_at_step_4(self, step, *args, **kwargs):
+    if step == 4:
+      raise OSError(28, "No space left on device")
+    return save(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", disk_full_at_step_4)
+  with pytest.raises(CheckpointError, match=r"Saving checkpoint step 4 to .* failed \(OSError: "
+                                            r".*No space left.*earlier checkpoints \[2\] are intact"):
+    run(tiny_config(), tmp_path)
+  assert checkpoint_steps(tmp_path) == [2]
+  monkeypatch.undo()
+  assert run(tiny_config(), tmp_path)["step"] == 10  # resumes from step 2
+
+
+def test_unwritable_workdir_fails_before_reading_data(tmp_path):
+  (tmp_path / "file").write_text("not a directory")
+  with pytest.raises(WorkdirError, match=r"Workdir .*file/run is not writable"):
+    loop.train_and_evaluate(tiny_config(), str(tmp_path / "file" / "run"))  # no mock data
+
+
+def test_changed_config_is_refused_or_shown_and_the_old_one_kept(straight_run, tmp_path, capsys):
+  workdir = copy_until(straight_run, tmp_path, 10)
+  recorded = (workdir / "config.json").read_text()
+  with pytest.raises(WorkdirError, match=r"num_epochs: 2 -> 3"):
+    loop.train_and_evaluate(tiny_config(num_epochs=3, on_config_change="error"), str(workdir))
+  assert (workdir / "config.json").read_text() == recorded
+
+  summary = run(tiny_config(num_epochs=3), workdir)
+  assert summary["step"] == 15  # resumed for the added epoch
+  assert "num_epochs: 2 -> 3" in capsys.readouterr().out
+  assert (workdir / "config.previous-1.json").read_text() == recorded
+  assert json.loads((workdir / "config.json").read_text())["num_epochs"] == 3
