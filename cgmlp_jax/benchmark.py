@@ -99,11 +99,11 @@ def run(config, image_size: int, num_classes: int, steps: int, windows: int,
 
   device_rate = _median_rate(device_step, batch, steps, windows)
 
-  def index_stream():
+  def host_batches():
     while True:
-      yield rng.integers(0, len(split), local)
+      yield data_lib.gather(split, rng.integers(0, len(split), local))
 
-  fed = data_lib.prefetch(index_stream(), mesh, split)
+  fed = data_lib.prefetch(host_batches(), mesh)
 
   def fed_step():
     carry[0], carry[1] = compiled(carry[0], carry[1], *next(fed))

@@ -1,9 +1,11 @@
 """A tiny training run on mocked CIFAR-10, shared by the tests and run as a subprocess by them.
 
-  python tests/tiny_run.py WORKDIR [--step_delay=S] [--cache_dir=DIR]
+  python tests/tiny_run.py WORKDIR [--step_delay=S] [--cache_dir=DIR] [--devices=N]
+      [--num_epochs=E] [--num_processes=P --process_id=I --port=PORT]
 
-runs ``tiny_config()`` in WORKDIR on 8 CPU devices (the tests' setup), sleeping S seconds per step
-so a test can signal it mid-epoch; exits with 128 + signal after a SIGTERM/SIGINT stop.
+runs ``tiny_config()`` in WORKDIR on N CPU devices (8: the tests' setup), sleeping S seconds per
+step so a test can signal it mid-epoch; exits with 128 + signal after a SIGTERM/SIGINT stop. With
+P > 1 it is process I of a P-process job on localhost (CPU collectives over gloo), N devices each.
 """
 import sys
 
@@ -38,42 +40,75 @@ def run(config, workdir):
 
 
 def final_params(workdir):
+  """The newest checkpoint's parameters on one device, whatever the devices that wrote it."""
+  import jax  # noqa: PLC0415
   import orbax.checkpoint as ocp  # noqa: PLC0415
   step = max(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
-  return ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(step) / "state")["params"]
+  path = workdir / "checkpoints" / str(step) / "state"
+  checkpointer = ocp.StandardCheckpointer()
+  stored = ocp.StandardCheckpointHandler().metadata(path).tree
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), stored)
+  return checkpointer.restore(path, target)["params"]
 
 
 def _main(argv):
   import argparse  # noqa: PLC0415
+  import json  # noqa: PLC0415
   import os  # noqa: PLC0415
   import time  # noqa: PLC0415
   parser = argparse.ArgumentParser()
   parser.add_argument("workdir")
   parser.add_argument("--step_delay", type=float, default=0.0)
   parser.add_argument("--cache_dir", default="")
+  parser.add_argument("--devices", type=int, default=8)
+  parser.add_argument("--num_epochs", type=int, default=2)
+  parser.add_argument("--num_processes", type=int, default=1)
+  parser.add_argument("--process_id", type=int, default=0)
+  parser.add_argument("--port", type=int, default=0)
+  parser.add_argument("--record_indices", default="", help="JSON file: example indices trained on")
+  parser.add_argument("--crash_at_step", type=int, default=0, help="os._exit(3) before this step")
   args = parser.parse_args(argv)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   import jax  # noqa: PLC0415
-  jax.config.update("jax_num_cpu_devices", 8)
+  jax.config.update("jax_num_cpu_devices", args.devices)
+  if args.num_processes > 1:
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=f"127.0.0.1:{args.port}",
+                               num_processes=args.num_processes, process_id=args.process_id,
+                               initialization_timeout=60, heartbeat_timeout_seconds=10)
   if args.cache_dir:
     jax.config.update("jax_compilation_cache_dir", args.cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
   from cgmlp_jax import data  # noqa: PLC0415
+  from cgmlp_jax.data import sources  # noqa: PLC0415
   from cgmlp_jax.train import Interrupted  # noqa: PLC0415
-  prefetch = data.prefetch
+  prefetch, train_batches, seen, steps = data.prefetch, sources.train_batches, [], [0]
+
+  def recording_train_batches(*a, **k):
+    for indices in train_batches(*a, **k):
+      seen.append(indices.tolist())
+      yield indices
 
   def slow_prefetch(*a, **k):
     for batch in prefetch(*a, **k):
       time.sleep(args.step_delay)
+      steps[0] += 1
+      if steps[0] == args.crash_at_step:
+        os._exit(3)
       yield batch
 
-  data.prefetch = slow_prefetch
+  data.prefetch, sources.train_batches = slow_prefetch, recording_train_batches
   try:
-    run(tiny_config(), args.workdir)
+    run(tiny_config(num_epochs=args.num_epochs), args.workdir)
   except Interrupted as e:
     print(e, flush=True)
     sys.exit(128 + e.signum)
+  finally:
+    if args.record_indices:
+      with open(args.record_indices, "w") as f:
+        json.dump(seen, f)
 
 
 if __name__ == "__main__":

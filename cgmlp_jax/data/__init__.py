@@ -1,4 +1,5 @@
-"""Input data: TFDS splits held in host memory, index streams over them, on-device augmentation.
+"""Input data: TFDS splits held in host memory (index streams over them) or streamed from disk
+(tf.data, per process), prefetch to device, on-device augmentation.
 
 Pure data code: nothing here imports the models or the trainer.
 """
@@ -20,6 +21,7 @@ from cgmlp_jax.data.sources import (
     steps_per_epoch,
     train_batches,
 )
+from cgmlp_jax.data.stream import StreamSplit, in_memory_bytes, stream_split
 
 __all__ = [
     "CIFAR10_MEAN",
@@ -35,5 +37,8 @@ __all__ = [
     "prefetch",
     "resolve_splits",
     "steps_per_epoch",
+    "StreamSplit",
+    "in_memory_bytes",
+    "stream_split",
     "train_batches",
 ]

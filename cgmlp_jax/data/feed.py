@@ -1,20 +1,18 @@
 """Host batches -> global device arrays, one batch ahead of the step that consumes them."""
-from typing import Iterator
+from typing import Any, Iterator
 
 import jax
-import numpy as np
 
 from cgmlp_jax import parallel
-from cgmlp_jax.data.sources import ArraySplit, gather
 
 
-def prefetch(indices: Iterator[np.ndarray], mesh: jax.sharding.Mesh,
-             split: ArraySplit) -> Iterator[tuple[jax.Array, jax.Array]]:
-  """Yields (images, labels) global arrays for each index batch, gathering and transferring batch
-  i+1 before batch i is handed out, so the copy overlaps step i (JAX dispatch is asynchronous)."""
+def prefetch(batches: Iterator[Any], mesh: jax.sharding.Mesh) -> Iterator[Any]:
+  """Yields each process-local host batch (a tuple of numpy arrays) as global arrays, reading and
+  transferring batch i+1 before batch i is handed out, so the copy overlaps step i (JAX dispatch
+  is asynchronous)."""
   pending = None
-  for idx in indices:
-    batch = parallel.to_global(mesh, gather(split, idx))
+  for host_batch in batches:
+    batch = parallel.to_global(mesh, host_batch)
     if pending is not None:
       yield pending
     pending = batch

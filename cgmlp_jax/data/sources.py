@@ -39,6 +39,24 @@ class ArraySplit:
   def __len__(self) -> int:
     return len(self.labels)
 
+  @property
+  def channels(self) -> int:
+    return self.images.shape[-1]
+
+  def train_epoch(self, global_batch_size: int, *, seed: int, epoch: int, process_index: int,
+                  process_count: int, start_step: int = 0
+                  ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """This process's (images, labels) for each step of one epoch; see ``train_batches``."""
+    for idx in train_batches(len(self), global_batch_size, seed=seed, epoch=epoch,
+                             process_index=process_index, process_count=process_count,
+                             start_step=start_step):
+      yield gather(self, idx)
+
+  def eval_epoch(self, global_batch_size: int, *, process_index: int, process_count: int
+                 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    return eval_batches(self, global_batch_size, process_index=process_index,
+                        process_count=process_count)
+
 
 def _prepare_hint(name: str, data_dir: str) -> str:
   return (f"Prepare it on a machine with internet access with `tfds build {name} --data_dir "
@@ -81,17 +99,67 @@ def resolve_splits(train_split: str, validation_split: str | None,
   return f"{train_split}[:{keep}%]", f"{train_split}[{keep}%:]"
 
 
-def _check_features(name: str, features) -> None:
-  """Only fixed-size uint8 images with an integer class label can be stacked into one array."""
+def is_fixed_size(features) -> bool:
+  return None not in features["image"].shape
+
+
+def _check_features(name: str, features, fixed_size: bool) -> None:
+  """uint8 images with an integer class label; fixed-size ones if they are to be stacked."""
   is_dict = isinstance(features, tfds.features.FeaturesDict)
   image = features["image"] if is_dict and "image" in features else None
   label = features["label"] if is_dict and "label" in features else None
-  if (not isinstance(image, tfds.features.Image) or None in image.shape or
-      np.dtype(image.np_dtype) != np.uint8 or not isinstance(label, tfds.features.ClassLabel)):
+  if (not isinstance(image, tfds.features.Image) or np.dtype(image.np_dtype) != np.uint8 or
+      not isinstance(label, tfds.features.ClassLabel)):
+    raise DataError(f"Dataset {name!r} has features {features}; only image classification "
+                    "datasets (a uint8 'image' and a ClassLabel 'label') are supported.")
+  if fixed_size and not is_fixed_size(features):
     raise DataError(
-        f"Dataset {name!r} has features {features}; only fixed-size image classification "
-        "datasets (a uint8 'image' of static shape and a ClassLabel 'label') are supported "
-        "in memory.")
+        f"Dataset {name!r} has images of variable size {image.shape}; only fixed-size images "
+        "are supported in memory. Stream it instead (config input='stream').")
+
+
+def open_split(name: str, split: str, *, data_dir: str | None = None,
+               fixed_size: bool = True) -> tfds.core.DatasetBuilder:
+  """The builder of a prepared TFDS dataset that has ``split``; never downloads.
+
+  Raises:
+    DataError: the dataset is unknown, not prepared in the data directory, lacks the split, or
+      is not an image classification dataset (of fixed image size, if ``fixed_size``).
+  """
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.DatasetNotFoundError:
+    searched = data_dir or tfds.core.constants.DATA_DIR
+    raise DataError(
+        f"Unknown TFDS dataset {name!r}: it is neither a dataset known to tensorflow_datasets "
+        f"nor prepared in data_dir {searched!r}. Check the name (e.g. 'cifar10', 'cifar100'). " +
+        _prepare_hint(name, searched)) from None
+  root = str(builder.data_dir_root)
+  _check_features(name, builder.info.features, fixed_size)
+
+  # A prepared dataset always records its splits. An empty record means either "not prepared"
+  # (reported by read_split) or tfds.testing.mock_data, which serves any split name.
+  available = sorted(builder.info.splits)
+  missing = [s for s in _base_split_names(split) if s not in available]
+  if available and missing:
+    raise DataError(f"Dataset {name!r} in data_dir {root!r} ({builder.data_dir}) has no split "
+                    f"{missing[0]!r}; prepared splits: {available}. " + _prepare_hint(name, root) +
+                    " Without a test split, hold out a fraction of the train split for validation.")
+  return builder
+
+
+def read_split(builder: tfds.core.DatasetBuilder, split, **as_dataset_kwargs):
+  """``builder.as_dataset(split)``, with a missing or malformed split reported as DataError."""
+  name, root = builder.name, str(builder.data_dir_root)
+  try:
+    # Builds the pipeline only; tfds checks here that the data exists on disk (mock_data
+    # replaces exactly this method, so the check stays compatible with it).
+    return builder.as_dataset(split=split, **as_dataset_kwargs)
+  except AssertionError:
+    raise DataError(f"Dataset {name!r} is not prepared in data_dir {root!r} (nothing at "
+                    f"{builder.data_dir}). " + _prepare_hint(name, root)) from None
+  except ValueError as e:  # malformed split string, e.g. "train[:x%]"
+    raise DataError(f"Invalid split {split!r} for dataset {name!r}: {e}") from None
 
 
 def load_split(name: str, split: str, *, data_dir: str | None = None) -> ArraySplit:
@@ -107,39 +175,10 @@ def load_split(name: str, split: str, *, data_dir: str | None = None) -> ArraySp
     DataError: the dataset is unknown, not prepared in the data directory, lacks the split, or
       is not a fixed-size image classification dataset.
   """
-  try:
-    builder = tfds.builder(name, data_dir=data_dir)
-  except tfds.core.DatasetNotFoundError:
-    searched = data_dir or tfds.core.constants.DATA_DIR
-    raise DataError(
-        f"Unknown TFDS dataset {name!r}: it is neither a dataset known to tensorflow_datasets "
-        f"nor prepared in data_dir {searched!r}. Check the name (e.g. 'cifar10', 'cifar100'). " +
-        _prepare_hint(name, searched)) from None
+  builder = open_split(name, split, data_dir=data_dir)
   root = str(builder.data_dir_root)
-  _check_features(name, builder.info.features)
-
-  # A prepared dataset always records its splits. An empty record means either "not prepared"
-  # (reported below by as_dataset) or tfds.testing.mock_data, which serves any split name.
-  available = sorted(builder.info.splits)
-  missing = [s for s in _base_split_names(split) if s not in available]
-  if available and missing:
-    raise DataError(f"Dataset {name!r} in data_dir {root!r} ({builder.data_dir}) has no split "
-                    f"{missing[0]!r}; prepared splits: {available}. " + _prepare_hint(name, root) +
-                    " Without a test split, hold out a fraction of the train split for validation.")
-
-  try:
-    # Builds the pipeline only; tfds checks here that the data exists on disk (mock_data
-    # replaces exactly this method, so the check stays compatible with it).
-    ds = builder.as_dataset(
-        split=split,
-        shuffle_files=False,
-        read_config=tfds.ReadConfig(try_autocache=False),
-    )
-  except AssertionError:
-    raise DataError(f"Dataset {name!r} is not prepared in data_dir {root!r} (nothing at "
-                    f"{builder.data_dir}). " + _prepare_hint(name, root)) from None
-  except ValueError as e:  # malformed split string, e.g. "train[:x%]"
-    raise DataError(f"Invalid split {split!r} for dataset {name!r}: {e}") from None
+  ds = read_split(builder, split, shuffle_files=False,
+                  read_config=tfds.ReadConfig(try_autocache=False))
 
   # Never batch_size=-1: inside mock_data it pads to sys.maxsize rows and aborts the process.
   ds = ds.map(lambda ex: (ex["image"], ex["label"])).batch(_READ_BATCH)

@@ -89,7 +89,7 @@ class Checkpoints:
               f"a new --workdir, or --config.on_bad_checkpoint=fresh to train from scratch in "
               f"{manager.directory.parent / 'fresh'}.")
     try:
-      stored = ocp.StandardCheckpointer().metadata(path / "state").item_metadata.tree
+      stored = ocp.StandardCheckpointHandler().metadata(path / "state").tree
     except Exception as e:
       raise CheckpointError(f"Checkpoint {path} cannot be read, it may be truncated or corrupt "
                             f"({type(e).__name__}: {e}). {advice}") from e

@@ -24,6 +24,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.validation_split = ""  # "": hold out `holdout_fraction` of train
   c.holdout_fraction = 0.1
   c.test_split = ""  # "": no test evaluation; evaluated once, with the best checkpoint
+  # "memory": read splits into host RAM once (fixed-size images); "stream": tf.data from disk every
+  # epoch with random-resized-crop + flip on the host (any image size, any dataset size);
+  # "auto": stream when images vary in size or the train split exceeds memory_limit_gb.
+  c.input = "auto"
+  c.memory_limit_gb = 8.0
+  c.stream = ml_collections.ConfigDict(dict(min_crop_area=0.08, eval_crop=0.875,
+                                            shuffle_buffer=10_000))
   c.augment = ml_collections.ConfigDict(dict(
       crop_padding=4, flip=True, zoom=0.0, mixup_alpha=0.0, cutmix_alpha=0.0,
       random_erasing=0.0, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)))
@@ -81,7 +88,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"dtype={config.dtype!r}; use one of {DTYPES}.")
   if config.optimizer.schedule not in SCHEDULES:
     raise ValueError(f"optimizer.schedule={config.optimizer.schedule!r}; use one of {SCHEDULES}.")
-  for name, allowed in (("on_config_change", ("warn", "error")),
+  for name, allowed in (("input", ("auto", "memory", "stream")),
+                        ("on_config_change", ("warn", "error")),
                         ("on_bad_checkpoint", ("error", "fresh"))):
     if config[name] not in allowed:
       raise ValueError(f"{name}={config[name]!r}; use one of {allowed}.")

@@ -29,22 +29,34 @@ from cgmlp_jax.train.checkpoint import CheckpointError, Checkpoints
 from cgmlp_jax.train.early_stopping import EarlyStopping
 
 
-def load_data(config: ml_collections.ConfigDict) -> dict[str, data_lib.ArraySplit]:
-  """Reads train / validation / test into host memory; fails before any model work if missing."""
+def load_data(config: ml_collections.ConfigDict, image_size: int) -> dict[str, Any]:
+  """Train / validation / test splits, in host memory or streamed (``config.input``); fails
+  before any model work if one is missing."""
   train_split, val_split = data_lib.resolve_splits(
       config.train_split, config.validation_split or None, config.holdout_fraction)
   splits = {"train": train_split, "val": val_split, "test": config.test_split or None}
+  stream = config.input == "stream" or (config.input == "auto" and data_lib.in_memory_bytes(
+      config.dataset, train_split, config.data_dir) > config.memory_limit_gb * 2**30)
+  if stream and (config.augment.crop_padding or config.augment.zoom):
+    raise ValueError(f"Streaming {config.dataset} (input={config.input!r}) crops on the host "
+                     f"(random-resized-crop); set augment.crop_padding=0 and augment.zoom=0, or "
+                     f"input='memory' for a dataset of fixed-size images that fits in memory.")
+  if stream:
+    return {name: data_lib.stream_split(config.dataset, split, image_size=image_size,
+                                        data_dir=config.data_dir, **config.stream)
+            for name, split in splits.items() if split}
   return {name: data_lib.load_split(config.dataset, split, data_dir=config.data_dir)
           for name, split in splits.items() if split}
 
 
-def evaluate(eval_step: Callable, params: Any, split: data_lib.ArraySplit, batch_size: int,
-             mesh: jax.sharding.Mesh) -> dict[str, float]:
+def evaluate(eval_step: Callable, params: Any, split: data_lib.ArraySplit | data_lib.StreamSplit,
+             batch_size: int, mesh: jax.sharding.Mesh) -> dict[str, float]:
   """Mean loss / top-1 / top-5 over every example of ``split`` exactly once."""
   totals = step_lib.zero_metrics()
-  for batch in data_lib.eval_batches(split, batch_size, process_index=jax.process_index(),
-                                    process_count=jax.process_count()):
-    totals = jax.tree.map(jnp.add, totals, eval_step(params, *parallel.to_global(mesh, batch)))
+  batches = split.eval_epoch(batch_size, process_index=jax.process_index(),
+                             process_count=jax.process_count())
+  for batch in data_lib.prefetch(batches, mesh):
+    totals = jax.tree.map(jnp.add, totals, eval_step(params, *batch))
   return _means(totals)
 
 
@@ -90,10 +102,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   workdir = epath.Path(workdir if "://" in str(workdir) else os.path.abspath(workdir))
   workdir_lib.probe_writable(workdir)  # before reading any data: fail fast on a bad workdir
   workdir_lib.check_config_change(workdir, config)
-  data = load_data(config)
+  data = load_data(config, config_lib.build_model(config, num_classes=2).image_size)
   train = data["train"]
-  if train.images.shape[-1] != len(config.augment.mean):
-    raise ValueError(f"{config.dataset} images have {train.images.shape[-1]} channels but "
+  if train.channels != len(config.augment.mean):
+    raise ValueError(f"{config.dataset} images have {train.channels} channels but "
                      f"augment.mean/std give {len(config.augment.mean)}; set per-channel "
                      f"augment.mean and augment.std for this dataset.")
   steps_per_epoch = data_lib.steps_per_epoch(len(train), config.batch_size)
@@ -160,10 +172,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     with stops:
       while step < total_steps and not stopper.stopped:
         epoch, start = divmod(step, steps_per_epoch)
-        indices = data_lib.train_batches(
-            len(train), config.batch_size, seed=config.seed, epoch=epoch,
-            process_index=jax.process_index(), process_count=jax.process_count(), start_step=start)
-        for images, labels in data_lib.prefetch(indices, mesh, train):
+        batches = train.train_epoch(
+            config.batch_size, seed=config.seed, epoch=epoch, process_index=jax.process_index(),
+            process_count=jax.process_count(), start_step=start)
+        for images, labels in data_lib.prefetch(batches, mesh):
           state, metrics = trainer.train_step(state, metrics, images, labels)
           step += 1
           if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
