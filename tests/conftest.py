@@ -19,9 +19,18 @@ jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
+from typing import Any, NamedTuple  # noqa: E402
+
 import pytest  # noqa: E402
 
+from cgmlp_jax.train import trainer as trainer_lib  # noqa: E402
 from tiny_run import run, tiny_config  # noqa: E402
+
+
+class StraightRun(NamedTuple):
+  workdir: Any
+  summary: dict
+  trainer: trainer_lib.Trainer  # the run's jitted functions, to inspect their compile caches
 
 
 @pytest.fixture(scope="session")
@@ -32,5 +41,13 @@ def compile_cache_dir():
 @pytest.fixture(scope="session")
 def straight_run(tmp_path_factory):
   """An uninterrupted tiny run (2 epochs, 10 steps): the reference for resumed / failed runs."""
-  workdir = tmp_path_factory.mktemp("straight")
-  return workdir, run(tiny_config(), workdir)
+  workdir, built, build = tmp_path_factory.mktemp("straight"), [], trainer_lib.build
+
+  def recording_build(*args, **kwargs):
+    built.append(build(*args, **kwargs))
+    return built[-1]
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(trainer_lib, "build", recording_build)
+    summary = run(tiny_config(), workdir)
+  return StraightRun(workdir, summary, built[0])

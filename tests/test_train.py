@@ -18,7 +18,7 @@ from tiny_run import NUM_EXAMPLES, final_params, run, tiny_config
 
 
 def test_train_and_evaluate_writes_metrics_checkpoints_and_summary(straight_run):
-  workdir, summary = straight_run
+  workdir, summary, _ = straight_run
   assert summary["step"] == 2 * (NUM_EXAMPLES // 8) and summary["epochs"] == 2
   lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   splits = [l["split"] for l in lines]
@@ -32,8 +32,17 @@ def test_train_and_evaluate_writes_metrics_checkpoints_and_summary(straight_run)
   assert steps == [2, 4, 5, 6, 8, 10]  # every 2 steps and at each epoch end (5 steps/epoch)
 
 
+def test_steps_compile_once_across_steps_epochs_and_partial_eval_batches(straight_run):
+  # 10 train steps over 2 epochs (metrics reset at every log step), validation on 10 and test on
+  # 40 examples in padded batches of 16: one program each.
+  trainer = straight_run.trainer
+  assert trainer.train_step._cache_size() == 1
+  assert trainer.eval_step._cache_size() == 1
+  assert trainer.record_validation_loss._cache_size() == 1
+
+
 def test_resume_mid_epoch_reproduces_the_uninterrupted_run(straight_run, tmp_path, monkeypatch):
-  workdir, summary = straight_run
+  workdir, summary, _ = straight_run
   resumed = tmp_path / "resumed"
   shutil.copytree(workdir, resumed)
   for step in ("8", "10"):  # as if the run had been killed at step 7, mid-epoch 2
@@ -51,7 +60,7 @@ def test_resume_mid_epoch_reproduces_the_uninterrupted_run(straight_run, tmp_pat
 
 
 def test_finished_run_started_again_does_not_train_more(straight_run):
-  workdir, summary = straight_run
+  workdir, summary, _ = straight_run
   again = run(tiny_config(), workdir)
   assert again["step"] == summary["step"]
   assert again["test"] == pytest.approx(summary["test"])

@@ -30,7 +30,8 @@ GUARD_KEYS = ("nonfinite", "first_nonfinite_step")
 def zero_metrics(train: bool = False) -> Metrics:
   sums = {k: jnp.zeros((), jnp.float32) for k in ("loss", "top1", "top5", "count")}
   if train:
-    sums.update(nonfinite=jnp.zeros((), jnp.int32), first_nonfinite_step=jnp.array(NO_STEP))
+    sums.update(nonfinite=jnp.zeros((), jnp.int32),
+                first_nonfinite_step=jnp.full((), NO_STEP, jnp.int32))
   return sums
 
 
