@@ -171,6 +171,8 @@ def test_missing_dataset_fails_before_the_model_is_built(tmp_path, monkeypatch):
     ("configs/gmlp.py", "small", "gmlp_small"),
     ("configs/paper.py", "model=gmlp", "gmlp_paper"),
     ("configs/paper.py", "model=cgmlp_1conv,small", "cgmlp_1conv_small"),
+    ("configs/cpu_track.py", "model=gmlp", "gmlp_small"),
+    ("configs/imagenet.py", "variant=ti16,dataset=imagenette", "gmlp_ti16"),
 ])
 def test_config_files_parse_override_and_validate(path, arg, model):
   argv = ["launch.py", f"--config={path}" + (f":{arg}" if arg else ""), "--config.num_epochs=3"]
