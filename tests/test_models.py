@@ -201,3 +201,23 @@ def test_im2col_convolution_equals_xla_convolution(kernel_size):
   flax_conv = nn.Conv(5, (kernel_size, kernel_size), padding="SAME")
   np.testing.assert_allclose(conv.apply({"params": params}, x),
                              flax_conv.apply({"params": params}, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("patch", [1, 2, 3])
+def test_patch_projection_equals_strided_flax_conv(patch):
+  x = jax.random.normal(jax.random.key(0), (2, 6, 6, 3))
+  conv = models.stems.Conv(5, patch, patch=True)
+  params = conv.init(jax.random.key(2), x)["params"]
+  flax_conv = nn.Conv(5, (patch, patch), strides=patch, padding="VALID")
+  flax_params = flax_conv.init(jax.random.key(2), x)["params"]
+  jax.tree.map(np.testing.assert_array_equal, params, flax_params)  # same names, shapes, init
+  np.testing.assert_allclose(conv.apply({"params": params}, x),
+                             flax_conv.apply({"params": params}, x), rtol=1e-5, atol=1e-5)
+
+
+def test_max_pool_values_and_gradients_equal_flax_max_pool():
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))  # no ties
+  pool = lambda f: jax.value_and_grad(lambda x: jnp.sum(jnp.sin(f(x))))(x)  # noqa: E731
+  ours = pool(lambda x: models.stems.max_pool(x, 2))
+  reference = pool(lambda x: nn.max_pool(x, (2, 2), strides=(2, 2)))
+  jax.tree.map(np.testing.assert_allclose, ours, reference)

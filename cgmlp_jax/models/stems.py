@@ -54,11 +54,39 @@ def conv_im2col(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return patches @ kernel.reshape(-1, kernel.shape[-1])
 
 
+def patchify_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """A ``p x p``, stride-``p`` 'VALID' convolution (patch projection) as one matmul.
+
+  x: (B, H, W, C), kernel: (p, p, C, D) -> (B, H/p, W/p, D). On CPU, 2-4x faster (forward +
+  backward) than XLA's strided convolution, most for p = 1 and 2 (BENCHMARKS.md).
+  """
+  p = kernel.shape[0]
+  b, h, w, c = x.shape
+  x = x.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)  # (B, h, w, p, p, C)
+  return x.reshape(b, h // p, w // p, p * p * c) @ kernel.reshape(-1, kernel.shape[-1])
+
+
+def max_pool(x: jax.Array, pool: int) -> jax.Array:
+  """Non-overlapping ``pool x pool`` max-pool, (B, H, W, C) -> (B, H/pool, W/pool, C).
+
+  On CPU as a max over a reshaped axis: its backward is an elementwise mask, 3-6x faster than
+  XLA's select-and-scatter for ``reduce_window``. Same values; gradients differ only where a
+  window has tied maxima (after ReLU, only zeros, whose gradient ReLU drops anyway).
+  """
+  if jax.default_backend() != "cpu":
+    return nn.max_pool(x, (pool, pool), strides=(pool, pool))
+  b, h, w, c = x.shape
+  return x.reshape(b, h // pool, pool, w // pool, pool, c).max(axis=(2, 4))
+
+
 class Conv(nn.Module):
-  """Stride-1 'SAME' ``nn.Conv`` with the same parameters, computed with ``conv_im2col`` on CPU."""
+  """``nn.Conv`` with the same parameters for the stems' two convolutions: stride-1 'SAME'
+  (``patch=False``) or a ``k x k`` stride-``k`` patch projection (``patch=True``); computed as
+  matmuls (``conv_im2col`` / ``patchify_matmul``) on CPU."""
   features: int
   kernel_size: int
   use_bias: bool = True
+  patch: bool = False
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
 
@@ -71,16 +99,17 @@ class Conv(nn.Module):
                       self.param_dtype) if self.use_bias else None
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     if jax.default_backend() == "cpu":
-      y = conv_im2col(x, kernel)
+      y = patchify_matmul(x, kernel) if self.patch else conv_im2col(x, kernel)
     else:
-      y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
+      y = jax.lax.conv_general_dilated(x, kernel, (k, k) if self.patch else (1, 1),
+                                       "VALID" if self.patch else "SAME",
                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return y + bias if self.use_bias else y
 
 
 def _patchify(x: jax.Array, patch_size: int, d_model: int, dtype, param_dtype) -> jax.Array:
-  x = nn.Conv(d_model, (patch_size, patch_size), strides=patch_size, padding="VALID",
-              dtype=dtype, param_dtype=param_dtype, name="patch_proj")(x)  # (B, h, w, D)
+  x = Conv(d_model, patch_size, patch=True, dtype=dtype, param_dtype=param_dtype,
+           name="patch_proj")(x)  # (B, h, w, D)
   return x.reshape(x.shape[0], -1, x.shape[-1])  # (B, h*w, D)
 
 
@@ -121,5 +150,5 @@ class ConvStem(nn.Module):
                          name=f"norm{i}")(x)
       x = nn.relu(x)  # (B, H_i, W_i, filters)
       self.sow("intermediates", f"layer{i}", x)
-      x = nn.max_pool(x, (pool, pool), strides=(pool, pool))  # (B, H_i/pool, W_i/pool, filters)
+      x = max_pool(x, pool)  # (B, H_i/pool, W_i/pool, filters)
     return _patchify(x, self.patch_size, self.d_model, self.dtype, self.param_dtype)
