@@ -117,6 +117,11 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> models.G
                     **config.model_kw.to_dict())
 
 
+def model_image_size(config: ml_collections.ConfigDict) -> int:
+  """The input resolution of the configured model, without building it."""
+  return config.model_kw.get("image_size", models.VARIANTS[config.model]["image_size"])
+
+
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   """Parses a config argument ``"k1=v1,flag"`` (``--config=file.py:k1=v1,flag``) over defaults.
 

@@ -102,7 +102,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   workdir = epath.Path(workdir if "://" in str(workdir) else os.path.abspath(workdir))
   workdir_lib.probe_writable(workdir)  # before reading any data: fail fast on a bad workdir
   workdir_lib.check_config_change(workdir, config)
-  data = load_data(config, config_lib.build_model(config, num_classes=2).image_size)
+  data = load_data(config, config_lib.model_image_size(config))
   train = data["train"]
   if train.channels != len(config.augment.mean):
     raise ValueError(f"{config.dataset} images have {train.channels} channels but "
