@@ -21,10 +21,7 @@ from cgmlp_jax import data as data_lib
 from cgmlp_jax.train.state import TrainState
 
 Metrics = dict[str, jax.Array]  # sums over examples; "count" is the number of examples
-
-
 NO_STEP = jnp.iinfo(jnp.int32).max  # "first_nonfinite_step" when every step was finite
-GUARD_KEYS = ("nonfinite", "first_nonfinite_step")
 
 
 def zero_metrics(train: bool = False) -> Metrics:
