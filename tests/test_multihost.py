@@ -2,9 +2,11 @@
 resume like one process with 4 devices. Each process runs ``tests/tiny_run.py`` as a subprocess.
 """
 import json
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -35,16 +37,27 @@ def launch(workdir, cache_dir, num_processes, devices, num_epochs, tmp_path, **f
     log = (tmp_path / f"{workdir.name}_{num_epochs}_{i}.log").open("w+")
     processes.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                        cwd=TINY_RUN.parent.parent), log))
-  results = []
+  deadline = time.monotonic() + TIMEOUT_S
   try:
-    for process, log in processes:
-      process.wait(timeout=TIMEOUT_S)
-      log.seek(0)
-      results.append((process.returncode, log.read()))
+    for process, _ in processes:
+      process.wait(timeout=max(deadline - time.monotonic(), 0))
+  except subprocess.TimeoutExpired:
+    for process, _ in processes:
+      if process.poll() is None:
+        process.send_signal(signal.SIGUSR1)  # tiny_run.py dumps every thread's stack
+    time.sleep(2)
+    pytest.fail(f"timed out after {TIMEOUT_S} s:\n" + "\n".join(
+        f"--- process {i} (exit {p.poll()}), end of its output ---\n{read(log)[-8000:]}"
+        for i, (p, log) in enumerate(processes)))
   finally:
     for process, _ in processes:
       process.kill()
-  return results
+  return [(process.returncode, read(log)) for process, log in processes]
+
+
+def read(log) -> str:
+  log.seek(0)
+  return log.read()
 
 
 @pytest.fixture(scope="module")

@@ -54,8 +54,11 @@ def final_params(workdir):
 
 def _main(argv):
   import argparse  # noqa: PLC0415
+  import faulthandler  # noqa: PLC0415
+  import functools  # noqa: PLC0415
   import json  # noqa: PLC0415
   import os  # noqa: PLC0415
+  import signal  # noqa: PLC0415
   import time  # noqa: PLC0415
   parser = argparse.ArgumentParser()
   parser.add_argument("workdir")
@@ -69,16 +72,27 @@ def _main(argv):
   parser.add_argument("--record_indices", default="", help="JSON file: example indices trained on")
   parser.add_argument("--crash_at_step", type=int, default=0, help="os._exit(3) before this step")
   args = parser.parse_args(argv)
+  faulthandler.register(signal.SIGUSR1, all_threads=True)  # a test's timeout dumps our stacks
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   import jax  # noqa: PLC0415
   jax.config.update("jax_num_cpu_devices", args.devices)
   if args.num_processes > 1:
+    # Gloo listens on the address the host name resolves to, which on some machines is not one
+    # the other process can reach; this job lives on the loopback, like its coordinator.
+    from jax._src.lib import _jax  # noqa: PLC0415
+    _jax.make_gloo_tcp_collectives = functools.partial(_jax.make_gloo_tcp_collectives,
+                                                       hostname="127.0.0.1")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=f"127.0.0.1:{args.port}",
                                num_processes=args.num_processes, process_id=args.process_id,
                                initialization_timeout=60, heartbeat_timeout_seconds=10)
   if args.cache_dir:
-    jax.config.update("jax_compilation_cache_dir", args.cache_dir)
+    # The processes of one job compile the same programs at the same moment, and JAX writes cache
+    # entries in place (not atomically): each process gets its own cache, so none reads a half-
+    # written entry of another.
+    cache_dir = (os.path.join(args.cache_dir, f"process{args.process_id}")
+                 if args.num_processes > 1 else args.cache_dir)
+    jax.config.update("jax_compilation_cache_dir", cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
   from cgmlp_jax import data  # noqa: PLC0415
