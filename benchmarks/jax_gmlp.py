@@ -1,0 +1,75 @@
+"""The JAX side of the PyTorch comparison in BENCHMARKS.md (see ``benchmarks/torch_gmlp.py``).
+
+  python benchmarks/jax_gmlp.py [--model=gmlp_paper]
+
+Times this codebase's model with the same work as the PyTorch script: random float32 inputs
+already on device, no augmentation, no dropout, plain AdamW, batch 128; the forward pass, the
+gradient, and the whole update are timed separately (median of timed windows), so the three
+phases can be compared with PyTorch's. ``python -m cgmlp_jax.benchmark`` times the real train
+step (augmentation, dropout, the non-finite guard and metrics included).
+"""
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import app, flags
+
+from cgmlp_jax import models
+
+flags.DEFINE_string("model", "gmlp_paper", "Model variant.")
+flags.DEFINE_integer("batch", 128, "Batch size.")
+flags.DEFINE_integer("steps", 8, "Steps per timed window.")
+flags.DEFINE_integer("windows", 5, "Timed windows; the median is reported.")
+FLAGS = flags.FLAGS
+
+
+def median_seconds(fn, *args) -> float:
+  jax.block_until_ready(fn(*args))  # compile and warm up
+  times = []
+  for _ in range(FLAGS.windows):
+    start = time.perf_counter()
+    for _ in range(FLAGS.steps):
+      out = fn(*args)
+    jax.block_until_ready(out)
+    times.append((time.perf_counter() - start) / FLAGS.steps)
+  return float(np.median(times))
+
+
+def main(_):
+  model = models.get(FLAGS.model, num_classes=100, dropout_rate=0.0, head_dropout_rate=0.0)
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.standard_normal(
+      (FLAGS.batch, model.image_size, model.image_size, 3), np.float32))
+  labels = jnp.asarray(rng.integers(0, 100, FLAGS.batch))
+  params = model.init(jax.random.key(0), images[:1])["params"]
+  tx = optax.adamw(3e-3, weight_decay=1e-4)
+
+  def loss(p):
+    logits = model.apply({"params": p}, images, train=True)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+  def update(p, opt_state):
+    updates, opt_state = tx.update(jax.grad(loss)(p), opt_state, p)
+    return optax.apply_updates(p, updates), opt_state
+
+  phases = {"forward": (jax.jit(loss), (params,)),
+            "forward+backward": (jax.jit(jax.grad(loss)), (params,)),
+            "train step (AdamW)": (jax.jit(update, donate_argnums=(0, 1)), None)}
+  print(f"{FLAGS.model}, batch {FLAGS.batch}, {jax.devices()[0].platform}")
+  for name, (fn, args) in phases.items():
+    if args is None:  # donated: fresh copies, then feed each step's outputs back in
+      state = [jax.tree.map(jnp.copy, params), tx.init(params)]
+
+      def step(fn=fn):
+        state[:] = fn(*state)
+        return state
+      seconds = median_seconds(step)
+    else:
+      seconds = median_seconds(fn, *args)
+    print(f"  {name}: {seconds * 1e3:.0f} ms, {FLAGS.batch / seconds:.1f} img/s")
+
+
+if __name__ == "__main__":
+  app.run(main)
