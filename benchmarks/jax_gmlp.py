@@ -8,8 +8,6 @@ gradient, and the whole update are timed separately (median of timed windows), s
 phases can be compared with PyTorch's. ``python -m cgmlp_jax.benchmark`` times the real train
 step (augmentation, dropout, the non-finite guard and metrics included).
 """
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,24 +15,13 @@ import optax
 from absl import app, flags
 
 from cgmlp_jax import models
+from cgmlp_jax.timing import median_rate
 
 flags.DEFINE_string("model", "gmlp_paper", "Model variant.")
 flags.DEFINE_integer("batch", 128, "Batch size.")
 flags.DEFINE_integer("steps", 8, "Steps per timed window.")
 flags.DEFINE_integer("windows", 5, "Timed windows; the median is reported.")
 FLAGS = flags.FLAGS
-
-
-def median_seconds(fn, *args) -> float:
-  jax.block_until_ready(fn(*args))  # compile and warm up
-  times = []
-  for _ in range(FLAGS.windows):
-    start = time.perf_counter()
-    for _ in range(FLAGS.steps):
-      out = fn(*args)
-    jax.block_until_ready(out)
-    times.append((time.perf_counter() - start) / FLAGS.steps)
-  return float(np.median(times))
 
 
 def main(_):
@@ -54,21 +41,21 @@ def main(_):
     updates, opt_state = tx.update(jax.grad(loss)(p), opt_state, p)
     return optax.apply_updates(p, updates), opt_state
 
-  phases = {"forward": (jax.jit(loss), (params,)),
-            "forward+backward": (jax.jit(jax.grad(loss)), (params,)),
-            "train step (AdamW)": (jax.jit(update, donate_argnums=(0, 1)), None)}
-  print(f"{FLAGS.model}, batch {FLAGS.batch}, {jax.devices()[0].platform}")
-  for name, (fn, args) in phases.items():
-    if args is None:  # donated: fresh copies, then feed each step's outputs back in
-      state = [jax.tree.map(jnp.copy, params), tx.init(params)]
+  forward, gradient = jax.jit(loss), jax.jit(jax.grad(loss))
+  train_step = jax.jit(update, donate_argnums=(0, 1))
+  carry = (jax.tree.map(jnp.copy, params), tx.init(params))  # donated, so not `params` itself
 
-      def step(fn=fn):
-        state[:] = fn(*state)
-        return state
-      seconds = median_seconds(step)
-    else:
-      seconds = median_seconds(fn, *args)
-    print(f"  {name}: {seconds * 1e3:.0f} ms, {FLAGS.batch / seconds:.1f} img/s")
+  def step():
+    nonlocal carry
+    carry = train_step(*carry)
+    return carry
+
+  print(f"{FLAGS.model}, batch {FLAGS.batch}, {jax.devices()[0].platform}")
+  for name, fn in (("forward", lambda: forward(params)),
+                   ("forward+backward", lambda: gradient(params)),
+                   ("train step (AdamW)", step)):
+    rate = median_rate(fn, FLAGS.batch, FLAGS.steps, FLAGS.windows)
+    print(f"  {name}: {FLAGS.batch / rate * 1e3:.0f} ms, {rate:.1f} img/s")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ default), so resizing and augmentation cost what they cost in training.
 """
 import json
 import resource
-import statistics
 import time
 
 import jax
@@ -24,6 +23,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from cgmlp_jax import data as data_lib, parallel
+from cgmlp_jax.timing import median_rate
 from cgmlp_jax.models import summary
 from cgmlp_jax.train import config as config_lib, step as step_lib, trainer as trainer_lib
 
@@ -37,23 +37,12 @@ flags.DEFINE_string("out", None, "Write the figures to this JSON file.")
 flags.mark_flags_as_required(["config"])
 
 
-def _median_rate(fn, items_per_call: int, steps: int, windows: int) -> float:
-  """Median items/s over ``windows`` windows of ``steps`` calls, after one warm-up window."""
-  rates = []
-  for w in range(windows + 1):
-    start = time.perf_counter()
-    jax.block_until_ready([fn() for _ in range(steps)][-1])
-    if w:
-      rates.append(steps * items_per_call / (time.perf_counter() - start))
-  return statistics.median(rates)
-
-
 def matmul_peak_tflops(mesh: jax.sharding.Mesh, dtype, n: int = 2048, windows: int = 5) -> float:
   """Dense matmul TFLOP/s over all devices of the mesh (one n x n product per device)."""
   sharding = parallel.batch_sharded(mesh)
   a = jax.device_put(jnp.ones((mesh.size, n, n), dtype), sharding)
   matmul = jax.jit(lambda a: jnp.einsum("bij,bjk->bik", a, a), out_shardings=sharding)
-  return _median_rate(lambda: matmul(a), 2 * n**3 * mesh.size, 3, windows) / 1e12
+  return median_rate(lambda: matmul(a), 2 * n**3 * mesh.size, 3, windows) / 1e12
 
 
 def _flops(compiled) -> float:
@@ -97,7 +86,7 @@ def run(config, image_size: int, num_classes: int, steps: int, windows: int,
     carry[0], carry[1] = compiled(carry[0], carry[1], images, labels)
     return carry[1]
 
-  device_rate = _median_rate(device_step, batch, steps, windows)
+  device_rate = median_rate(device_step, batch, steps, windows)
 
   def host_batches():
     while True:
@@ -109,15 +98,15 @@ def run(config, image_size: int, num_classes: int, steps: int, windows: int,
     carry[0], carry[1] = compiled(carry[0], carry[1], *next(fed))
     return carry[1]
 
-  fed_rate = _median_rate(fed_step, batch, steps, windows)
-  input_rate = _median_rate(lambda: next(fed), batch, steps, windows)
+  fed_rate = median_rate(fed_step, batch, steps, windows)
+  input_rate = median_rate(lambda: next(fed), batch, steps, windows)
 
   eval_batch = config.eval_batch_size // jax.process_count()
   eval_images, eval_labels = parallel.to_global(
       mesh, data_lib.gather(split, np.arange(eval_batch) % len(split)))
   mask = parallel.to_global(mesh, np.ones((eval_batch,), np.float32))
   params = carry[0].params
-  eval_rate = _median_rate(lambda: trainer.eval_step(params, eval_images, eval_labels, mask),
+  eval_rate = median_rate(lambda: trainer.eval_step(params, eval_images, eval_labels, mask),
                            config.eval_batch_size, steps, windows)
 
   dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
