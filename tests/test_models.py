@@ -221,3 +221,16 @@ def test_max_pool_values_and_gradients_equal_flax_max_pool():
   ours = pool(lambda x: models.stems.max_pool(x, 2))
   reference = pool(lambda x: nn.max_pool(x, (2, 2), strides=(2, 2)))
   jax.tree.map(np.testing.assert_allclose, ours, reference)
+
+
+def test_group_norm_values_gradients_and_params_equal_flax_group_norm():
+  x = 2.0 + 3.0 * jax.random.normal(jax.random.key(0), (2, 4, 4, 8))  # mean far from 0
+  ours, flax_norm = models.norms.GroupNorm(num_groups=4), nn.GroupNorm(num_groups=4, epsilon=1e-5)
+  params = ours.init(jax.random.key(1), x)["params"]
+  jax.tree.map(np.testing.assert_array_equal, params,
+               flax_norm.init(jax.random.key(1), x)["params"])  # same names, shapes, init
+  params = {"scale": jnp.linspace(-1.0, 2.0, 8), "bias": jnp.linspace(0.5, -0.5, 8)}
+  loss = lambda norm: jax.value_and_grad(  # noqa: E731
+      lambda p, x: jnp.sum(jnp.sin(norm.apply({"params": p}, x))), argnums=(0, 1))(params, x)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4),
+               loss(ours), loss(flax_norm))

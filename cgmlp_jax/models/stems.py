@@ -19,6 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cgmlp_jax.models.norms import GroupNorm
+
 Dtype = Any
 ConvLayer = tuple[int, int, int]  # (filters, kernel size, max-pool size)
 NORMS = ("group", "layer", "none")
@@ -143,8 +145,8 @@ class ConvStem(nn.Module):
       x = Conv(filters, kernel, use_bias=self.norm == "none", dtype=self.dtype,
                param_dtype=self.param_dtype, name=f"conv{i}")(x)
       if self.norm == "group":
-        x = nn.GroupNorm(num_groups=math.gcd(32, filters), epsilon=1e-5, dtype=self.dtype,
-                         param_dtype=self.param_dtype, name=f"norm{i}")(x)
+        x = GroupNorm(num_groups=math.gcd(32, filters), epsilon=1e-5, dtype=self.dtype,
+                      param_dtype=self.param_dtype, name=f"norm{i}")(x)
       elif self.norm == "layer":
         x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype,
                          name=f"norm{i}")(x)
