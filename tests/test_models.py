@@ -234,13 +234,3 @@ def test_group_norm_values_gradients_and_params_equal_flax_group_norm():
       lambda p, x: jnp.sum(jnp.sin(norm.apply({"params": p}, x))), argnums=(0, 1))(params, x)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4),
                loss(ours), loss(flax_norm))
-
-
-def test_token_mix_values_and_gradients_equal_the_einsum():
-  v = jax.random.normal(jax.random.key(0), (3, 6, 5))  # (B, N, C)
-  kernel = jax.random.normal(jax.random.key(1), (6, 6))
-  grad = lambda f: jax.value_and_grad(  # noqa: E731
-      lambda v, k: jnp.sum(jnp.sin(f(v, k))), argnums=(0, 1))(v, kernel)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
-               grad(models.gating.token_mix),
-               grad(lambda v, k: jnp.einsum("bnc,mn->bmc", v, k)))

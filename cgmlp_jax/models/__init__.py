@@ -7,7 +7,7 @@
 
 See ``registry`` for the named variants and their sizes.
 """
-from cgmlp_jax.models import gating, norms, stems
+from cgmlp_jax.models import norms, stems
 from cgmlp_jax.models.blocks import DropPath, GMLPBlock
 from cgmlp_jax.models.classifier import GatedMLPClassifier, resolve_axes
 from cgmlp_jax.models.gating import SpatialGatingUnit

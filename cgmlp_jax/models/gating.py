@@ -27,18 +27,6 @@ GATE_KERNEL_STD = 1e-6
 Dtype = Any
 
 
-def token_mix(v: jax.Array, kernel: jax.Array) -> jax.Array:
-  """``einsum("bnc,mn->bmc", v, kernel)``: (B, N, C) x (N_out, N_in) -> (B, N_out, C).
-
-  On CPU as a batched matmul with the kernel broadcast over the batch: XLA then writes the
-  result, and its gradients, in the (B, N, C) layout directly instead of transposing (B, N, C)
-  activations around one large matmul (BENCHMARKS.md).
-  """
-  if jax.default_backend() != "cpu":
-    return jnp.einsum("bnc,mn->bmc", v, kernel)
-  return jnp.matmul(jnp.broadcast_to(kernel, (v.shape[0],) + kernel.shape), v)
-
-
 def check_axis(axis: str) -> None:
   if axis not in AXES:
     raise ValueError(f"Unknown gating axis {axis!r}; valid axes are {AXES}.")
@@ -77,7 +65,7 @@ class SpatialGatingUnit(nn.Module):
       kernel = self.param("kernel", kernel_init, (n, n), self.param_dtype)  # (N_out, N_in)
       bias = self.param("bias", nn.initializers.ones, (n,), self.param_dtype)  # (N_out,)
       v, kernel, bias = nn.dtypes.promote_dtype(v, kernel, bias, dtype=self.dtype)
-      gate = token_mix(v, kernel) + bias[:, None]  # (B, N, C)
+      gate = jnp.einsum("bnc,mn->bmc", v, kernel) + bias[:, None]  # (B, N, C)
     else:
       gate = nn.Dense(v.shape[-1], kernel_init=kernel_init, bias_init=nn.initializers.ones,
                       dtype=self.dtype, param_dtype=self.param_dtype, name="proj")(v)  # (B, N, C)
