@@ -6,7 +6,8 @@
   ``"intermediates"`` collection as ``layer{i}`` (free unless that collection is mutable), for the
   paper's feature-map figures.
 
-Default normalisation in the conv stem is GroupNorm (32 groups, or gcd(32, filters)). It is
+Default normalisation in the conv stem is GroupNorm (32 groups, or gcd(32, filters); flax's
+function and parameters, computed faster on CPU: ``norms.GroupNorm``). It is
 stateless, so training and evaluation compute the same function, nothing beyond parameters is
 checkpointed or synchronised across devices, and it does not depend on the per-device batch size
 (which shrinks as devices are added); at CIFAR batch sizes it trains as well as BatchNorm
