@@ -27,7 +27,7 @@ class GroupNorm(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     # x: (B, H, W, C)
-    b, h, w, c = x.shape
+    b, c = x.shape[0], x.shape[-1]
     scale = self.param("scale", nn.initializers.ones, (c,), self.param_dtype)
     bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype)
     groups, per_group = self.num_groups, c // self.num_groups
