@@ -60,6 +60,7 @@ def _peak_memory_bytes() -> tuple[int, str]:
 
 def run(config, image_size: int, num_classes: int, steps: int, windows: int,
         matmul_size: int = 2048) -> dict:
+  parallel.split_cpu(config.cpu_devices)
   config_lib.validate(config)
   batch = config.batch_size
   trainer = trainer_lib.build(config, num_classes, steps_per_epoch=1000)

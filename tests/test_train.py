@@ -1,7 +1,11 @@
 """End-to-end tests of the training system on tiny mocked CIFAR-10 (8 fake CPU devices)."""
 import functools
 import json
+import os
+import pathlib
 import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -134,6 +138,7 @@ def test_evaluation_counts_every_example_once(step_setup):
     (dict(holdout_fraction=1.0), r"holdout_fraction must be in \[0, 1\)"),
     (dict(num_epochs=0), r"num_epochs must be positive"),
     (dict(holdout_fraction=0.0), r"'plateau' and early_stopping.patience > 0 need a validation"),
+    (dict(cpu_devices=-1), r"cpu_devices must be >= 0"),
 ])
 def test_bad_configs_fail_before_any_data_or_compile(overrides, message, tmp_path):
   config = tiny_config()
@@ -195,3 +200,28 @@ def test_channel_count_mismatch_fails_before_the_model_is_built(tmp_path):
   config.augment.mean, config.augment.std = (0.5,), (0.25,)
   with pytest.raises(ValueError, match=r"cifar10 images have 3 channels but augment.mean/std give 1"):
     run(config, tmp_path)
+
+
+SPLIT_CPU_SCRIPT = """
+import jax
+from cgmlp_jax import parallel
+assert parallel.split_cpu({n}) is {set_here}
+assert jax.device_count() == {expected}, jax.device_count()
+assert parallel.split_cpu(5) is False  # backends running: their devices stay
+assert jax.device_count() == {expected}
+"""
+
+
+@pytest.mark.parametrize("n, xla_flags, set_here, expected", [
+    (3, "", True, 3),
+    (0, "", False, 1),  # 0: JAX's default
+    (3, "--xla_force_host_platform_device_count=2", False, 2),  # the user's XLA_FLAGS win
+])
+def test_split_cpu_sets_the_cpu_device_count_only_before_jax_starts(n, xla_flags, set_here,
+                                                                   expected):
+  # A fresh interpreter: this one's backends already run with the tests' 8 devices.
+  env = {**os.environ, "XLA_FLAGS": xla_flags, "JAX_PLATFORMS": "cpu"}
+  script = SPLIT_CPU_SCRIPT.format(n=n, set_here=set_here, expected=expected)
+  result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120, cwd=pathlib.Path(__file__).parent.parent)
+  assert result.returncode == 0, result.stderr[-2000:]

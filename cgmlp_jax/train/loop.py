@@ -95,6 +95,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   ``FloatingPointError`` on non-finite loss/gradients (unless ``skip_nonfinite_steps``), and
   ``CheckpointError`` / ``WorkdirError`` when the workdir or its checkpoints cannot be used.
   """
+  parallel.split_cpu(config.cpu_devices)
   if config.distributed:
     parallel.initialize_distributed()
   config_lib.validate(config)
