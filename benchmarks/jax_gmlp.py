@@ -6,8 +6,9 @@ Times this codebase's model with the same work as the PyTorch script: random flo
 already on device, no augmentation, no dropout, plain AdamW, batch 128; the forward pass, the
 gradient, and the whole update are timed separately (median of timed windows), so the three
 phases can be compared with PyTorch's. On a CPU-only host the batch is split over
-``--cpu_devices`` JAX devices, as in training (``config.cpu_devices``, ``parallel.split_cpu``). ``python -m cgmlp_jax.benchmark`` times the real train
-step (augmentation, dropout, the non-finite guard and metrics included).
+``--cpu_devices`` JAX devices, as in training (``config.cpu_devices``, ``parallel.split_cpu``).
+``python -m cgmlp_jax.benchmark`` times the real train step (augmentation, dropout, the
+non-finite guard and metrics included).
 """
 import jax
 import jax.numpy as jnp
