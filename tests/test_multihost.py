@@ -2,11 +2,13 @@
 resume like one process with 4 devices. Each process runs ``tests/tiny_run.py`` as a subprocess.
 """
 import json
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import jax
@@ -16,6 +18,7 @@ import pytest
 from tiny_run import NUM_EXAMPLES, final_params
 
 TINY_RUN = Path(__file__).with_name("tiny_run.py")
+UNBUFFERED = {**os.environ, "PYTHONUNBUFFERED": "1"}  # a process that aborts loses no output
 TIMEOUT_S = 360  # per job; a hung collective fails the test (with stacks) instead of hanging CI
 
 
@@ -36,7 +39,7 @@ def launch(workdir, cache_dir, num_processes, devices, num_epochs, tmp_path, **f
                f"--num_processes={num_processes}", f"--process_id={i}", f"--port={port}", *extra]
     log = (tmp_path / f"{workdir.name}_{num_epochs}_{i}.log").open("w+")
     processes.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                       cwd=TINY_RUN.parent.parent), log))
+                                       cwd=TINY_RUN.parent.parent, env=UNBUFFERED), log))
   deadline = time.monotonic() + TIMEOUT_S
   try:
     for process, _ in processes:
@@ -46,9 +49,8 @@ def launch(workdir, cache_dir, num_processes, devices, num_epochs, tmp_path, **f
       if process.poll() is None:
         process.send_signal(signal.SIGUSR1)  # tiny_run.py dumps every thread's stack
     time.sleep(2)
-    pytest.fail(f"timed out after {TIMEOUT_S} s:\n" + "\n".join(
-        f"--- process {i} (exit {p.poll()}), end of its output ---\n{read(log)[-8000:]}"
-        for i, (p, log) in enumerate(processes)))
+    pytest.fail(f"timed out after {TIMEOUT_S} s:\n"
+                + describe([(p.poll(), read(log)) for p, log in processes]))
   finally:
     for process, _ in processes:
       process.kill()
@@ -60,34 +62,72 @@ def read(log) -> str:
   return log.read()
 
 
+def describe(results) -> str:
+  """The end of every process's output, unabridged (an assert's repr would elide the middle)."""
+  return "\n".join(f"--- process {i} (exit {code}), end of its output ---\n{output[-8000:]}"
+                   for i, (code, output) in enumerate(results))
+
+
+def codes(results) -> list[int]:
+  return [code for code, _ in results]
+
+
+def check_exit_codes(results, expected) -> None:
+  if codes(results) != expected:
+    pytest.fail(f"exit codes {codes(results)}, expected {expected}:\n" + describe(results))
+
+
 @pytest.fixture(scope="module")
 def single_process_run(tmp_path_factory, compile_cache_dir):
   tmp_path = tmp_path_factory.mktemp("single")
   workdir = tmp_path / "single"
-  [(code, output)] = launch(workdir, compile_cache_dir, 1, 4, 2, tmp_path)
-  assert code == 0, output
+  check_exit_codes(launch(workdir, compile_cache_dir, 1, 4, 2, tmp_path), [0])
   return workdir
+
+
+def train_then_resume(root, cache_dir):
+  """Two processes train one epoch in root/two, then (if that worked) resume it for a second."""
+  root.mkdir()
+  first = launch(root / "two", cache_dir, 2, 2, 1, root,
+                 record_indices=str(root / "indices_{i}.json"))
+  second = launch(root / "two", cache_dir, 2, 2, 2, root) if codes(first) == [0, 0] else []
+  return first, second
+
+
+def retry_once_if_aborted(job, tmp_path):
+  """``job(root)`` -> launches' results; run once more in a fresh root if a process was aborted.
+
+  JAX's CPU multi-process runtime (coordination service, gloo) aborted both processes of this job
+  once in CI (SIGABRT, output lost), and in none of 16 runs here, idle or under CPU load.
+  A second attempt keeps that flake from failing CI; the warning keeps it visible. Any other
+  failure, or a second abort, fails the test.
+  """
+  results = job(root := tmp_path / "attempt1")
+  if -signal.SIGABRT in [code for r in results for code in codes(r)]:
+    warnings.warn("the JAX runtime aborted a process; retrying once:\n"
+                  + "\n".join(describe(r) for r in results))
+    results = job(root := tmp_path / "attempt2")
+  return root, results
 
 
 def test_two_processes_train_resume_and_match_one_process(single_process_run, tmp_path,
                                                           compile_cache_dir):
-  workdir = tmp_path / "two"
-  first = launch(workdir, compile_cache_dir, 2, 2, 1, tmp_path,
-                 record_indices=str(tmp_path / "indices_{i}.json"))
-  assert [code for code, _ in first] == [0, 0], first
+  root, (first, second) = retry_once_if_aborted(
+      lambda root: train_then_resume(root, compile_cache_dir), tmp_path)
+  check_exit_codes(first, [0, 0])
 
   # Per-process data: disjoint, and together every training example of the epoch exactly once.
-  per_process = [json.loads((tmp_path / f"indices_{i}.json").read_text()) for i in range(2)]
+  per_process = [json.loads((root / f"indices_{i}.json").read_text()) for i in range(2)]
   assert [len(steps) for steps in per_process] == [5, 5]  # 5 steps of 4 local examples each
   local = [np.concatenate(steps) for steps in per_process]
   assert not set(local[0]) & set(local[1])
   assert sorted(np.concatenate(local)) == list(range(NUM_EXAMPLES))
 
-  second = launch(workdir, compile_cache_dir, 2, 2, 2, tmp_path)  # one more epoch: resume
-  assert [code for code, _ in second] == [0, 0], second
+  check_exit_codes(second, [0, 0])  # the second epoch: a resumed run
   assert "Resumed from" in second[0][1] and "Resumed from" not in second[1][1]  # process 0 logs
   assert "step 10/10" in second[0][1] and "step 10/10" not in second[1][1]
 
+  workdir = root / "two"
   metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert [m["step"] for m in metrics if m["split"] == "val"] == [5, 10]  # written once, not twice
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
