@@ -129,6 +129,20 @@ def test_evaluation_counts_every_example_once(step_setup):
   assert result["loss"] == pytest.approx(np.log(10), rel=1e-5)
 
 
+def test_flip_evaluation_is_mirror_invariant(step_setup):
+  model, _, augment, state, images, labels = step_setup
+  params = jax.tree.map(lambda x: x + 0.1 * np.sin(np.arange(x.size).reshape(x.shape)),
+                        state.params)  # no zero-initialised head: predictions depend on the image
+  mask = np.ones_like(labels)
+  evaluate = {flip: jax.jit(step_lib.make_eval_step(model, augment, flip)) for flip in (0, 1)}
+  loss = {(flip, mirror): float(evaluate[flip](params, images[:, :, ::-1] if mirror else images,
+                                               labels, mask)["loss"])
+          for flip in (0, 1) for mirror in (0, 1)}
+  assert loss[1, 0] == pytest.approx(loss[1, 1], rel=1e-5)
+  assert loss[0, 0] != pytest.approx(loss[0, 1], rel=1e-3)
+  assert loss[1, 0] <= (loss[0, 0] + loss[0, 1]) / 2 + 1e-4  # cross-entropy: convex in the logits
+
+
 @pytest.mark.parametrize("overrides, message", [
     (dict(batch_size=12), r"batch_size=12 is not divisible by the 8 devices"),
     (dict(eval_batch_size=20), r"eval_batch_size=20 is not divisible by the 8 devices"),

@@ -38,6 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
   # Optimisation.
   c.batch_size = 128  # global, over all devices and processes
   c.eval_batch_size = 512
+  c.eval_flip = False  # test-time augmentation: average the logits of each image and its mirror
   c.num_epochs = 50
   c.label_smoothing = 0.1
   c.optimizer = ml_collections.ConfigDict(dict(

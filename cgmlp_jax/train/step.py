@@ -81,12 +81,20 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
   return train_step
 
 
-def make_eval_step(model: nn.Module, augment_config: data_lib.AugmentConfig) -> Callable:
-  """``eval_step(params, images_uint8, labels, mask) -> metric sums`` over the real examples."""
+def make_eval_step(model: nn.Module, augment_config: data_lib.AugmentConfig,
+                   flip: bool = False) -> Callable:
+  """``eval_step(params, images_uint8, labels, mask) -> metric sums`` over the real examples.
+
+  ``flip``: test-time augmentation, the logits averaged over each image and its mirror image (the
+  training flips images, so the model has learnt both; predictions become mirror-invariant).
+  """
 
   def eval_step(params, images: jax.Array, labels: jax.Array, mask: jax.Array) -> Metrics:
     inputs = data_lib.normalize(images, augment_config, dtype=model.dtype or jnp.float32)
-    logits = model.apply({"params": params}, inputs, train=False)
+    logits = model.apply({"params": params}, inputs, train=False)  # (B, K)
+    if flip:
+      mirrored = model.apply({"params": params}, inputs[:, :, ::-1], train=False)
+      logits = (logits + mirrored) / 2
     per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     return _metric_sums(logits, labels, per_example, mask.astype(jnp.float32))
 

@@ -53,6 +53,7 @@ def build(config: ml_collections.ConfigDict, num_classes: int, steps_per_epoch: 
       init=jax.jit(create, out_shardings=shardings),
       train_step=jax.jit(train_step, in_shardings=(shardings, rep, batch, batch),
                          out_shardings=(shardings, rep), donate_argnums=(0, 1)),
-      eval_step=jax.jit(step_lib.make_eval_step(model, augment_config), out_shardings=rep),
+      eval_step=jax.jit(step_lib.make_eval_step(model, augment_config, config.eval_flip),
+                        out_shardings=rep),
       record_validation_loss=jax.jit(functools.partial(optim.record_validation_loss, config),
                                      out_shardings=shardings.opt_state, donate_argnums=0))
