@@ -98,7 +98,7 @@ def retry_once_if_aborted(job, tmp_path):
   """``job(root)`` -> launches' results; run once more in a fresh root if a process was aborted.
 
   JAX's CPU multi-process runtime (coordination service, gloo) aborted both processes of this job
-  once in CI (SIGABRT, output lost), and in none of 16 runs here, idle or under CPU load.
+  once in CI (SIGABRT, output lost), and in none of 18 runs here, idle or under CPU load.
   A second attempt keeps that flake from failing CI; the warning keeps it visible. Any other
   failure, or a second abort, fails the test.
   """
