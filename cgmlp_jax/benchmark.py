@@ -28,13 +28,6 @@ from cgmlp_jax.models import summary
 from cgmlp_jax.train import config as config_lib, step as step_lib, trainer as trainer_lib
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Training config to benchmark.", lock_config=True)
-flags.DEFINE_integer("image_size", 32, "Side of the stored (pre-augmentation) images.")
-flags.DEFINE_integer("num_classes", 100, "Classes of the head.")
-flags.DEFINE_integer("steps", 5, "Steps per timed window.")
-flags.DEFINE_integer("windows", 5, "Timed windows; the median is reported.")
-flags.DEFINE_string("out", None, "Write the figures to this JSON file.")
-flags.mark_flags_as_required(["config"])
 
 
 def matmul_peak_tflops(mesh: jax.sharding.Mesh, dtype, n: int = 2048, windows: int = 5) -> float:
@@ -58,23 +51,30 @@ def _peak_memory_bytes() -> tuple[int, str]:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "host process max RSS"
 
 
-def run(config, image_size: int, num_classes: int, steps: int, windows: int,
-        matmul_size: int = 2048) -> dict:
+def synthetic_setup(config, image_size: int, num_classes: int):
+  """The config's trainer, a small synthetic uint8 split, one global batch of it, the initial
+  state and train metrics: what a timed or profiled train step needs, without a dataset."""
   parallel.split_cpu(config.cpu_devices)
   config_lib.validate(config)
-  batch = config.batch_size
   trainer = trainer_lib.build(config, num_classes, steps_per_epoch=1000)
-  mesh, rep = trainer.mesh, parallel.replicated(trainer.mesh)
-  local = batch // jax.process_count()
+  local = config.batch_size // jax.process_count()
   rng = np.random.default_rng(0)
   split = data_lib.ArraySplit(
       images=rng.integers(0, 256, (8 * local, image_size, image_size, 3), dtype=np.uint8),
       labels=rng.integers(0, num_classes, (8 * local,)).astype(np.int32),
       num_classes=num_classes, class_names=tuple(map(str, range(num_classes))))
-  images, labels = parallel.to_global(mesh, data_lib.gather(split, np.arange(local)))
+  images, labels = parallel.to_global(trainer.mesh, data_lib.gather(split, np.arange(local)))
+  metrics = jax.device_put(step_lib.zero_metrics(train=True), parallel.replicated(trainer.mesh))
+  return trainer, split, images, labels, trainer.init(), metrics
 
-  state = trainer.init()
-  metrics = jax.device_put(step_lib.zero_metrics(train=True), rep)
+
+def run(config, image_size: int, num_classes: int, steps: int, windows: int,
+        matmul_size: int = 2048) -> dict:
+  trainer, split, images, labels, state, metrics = synthetic_setup(config, image_size,
+                                                                   num_classes)
+  batch, mesh = config.batch_size, trainer.mesh
+  local = batch // jax.process_count()
+  rng = np.random.default_rng(1)
   start = time.perf_counter()
   compiled = trainer.train_step.lower(state, metrics, images, labels).compile()
   compile_s = time.perf_counter() - start
@@ -140,5 +140,17 @@ def main(argv):
       json.dump(result, f, indent=2)
 
 
+def _define_flags():
+  """Flags of the command line only, so that modules sharing flag names can import this one."""
+  config_flags.DEFINE_config_file("config", None, "Training config to benchmark.", lock_config=True)
+  flags.DEFINE_integer("image_size", 32, "Side of the stored (pre-augmentation) images.")
+  flags.DEFINE_integer("num_classes", 100, "Classes of the head.")
+  flags.DEFINE_integer("steps", 5, "Steps per timed window.")
+  flags.DEFINE_integer("windows", 5, "Timed windows; the median is reported.")
+  flags.DEFINE_string("out", None, "Write the figures to this JSON file.")
+  flags.mark_flags_as_required(["config"])
+
+
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

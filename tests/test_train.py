@@ -129,6 +129,17 @@ def test_evaluation_counts_every_example_once(step_setup):
   assert result["loss"] == pytest.approx(np.log(10), rel=1e-5)
 
 
+def test_label_rank_agrees_with_top_k_including_ties():
+  rng = np.random.default_rng(0)
+  logits = rng.integers(0, 4, (64, 10)).astype(np.float32)  # many ties
+  logits[0] = 0.0  # all classes tied: top_k ranks class 0 first
+  labels = rng.integers(0, 10, (64,))
+  rank = np.asarray(step_lib.label_rank(logits, labels))
+  order = np.asarray(jax.lax.top_k(logits, 10)[1])  # (B, 10), lower index first among ties
+  np.testing.assert_array_equal(rank, np.argmax(order == labels[:, None], axis=-1))
+  assert rank[0] == labels[0]
+
+
 def test_flip_evaluation_is_mirror_invariant(step_setup):
   model, _, augment, state, images, labels = step_setup
   params = jax.tree.map(lambda x: x + 0.1 * np.sin(np.arange(x.size).reshape(x.shape)),

@@ -32,12 +32,24 @@ def zero_metrics(train: bool = False) -> Metrics:
   return sums
 
 
+def label_rank(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Each label's 0-based rank among its row's logits, ties going to the lower class index.
+
+  logits: (B, K), labels: (B,) -> (B,) int32. The label is in the top k iff its rank < k, the same
+  verdict as ``jax.lax.top_k`` (which also puts the lower index first among equal values); but
+  this is elementwise work and a row reduction, which stays sharded over the batch, where XLA
+  gathers the whole batch's logits onto every device for ``top_k``.
+  """
+  label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)  # (B, 1)
+  classes = jnp.arange(logits.shape[-1])
+  ahead = (logits > label_logit) | ((logits == label_logit) & (classes < labels[:, None]))
+  return jnp.sum(ahead, axis=-1, dtype=jnp.int32)
+
+
 def _metric_sums(logits, labels, loss_per_example, weights) -> Metrics:
   # logits: (B, K) f32, labels: (B,) int, loss_per_example / weights: (B,)
-  k = min(5, logits.shape[-1])
-  top_k = jax.lax.top_k(logits, k)[1]  # (B, k)
-  top1 = (top_k[:, 0] == labels).astype(jnp.float32)
-  top5 = jnp.any(top_k == labels[:, None], axis=-1).astype(jnp.float32)
+  rank = label_rank(logits, labels)
+  top1, top5 = (rank < 1).astype(jnp.float32), (rank < 5).astype(jnp.float32)
   return {"loss": jnp.sum(loss_per_example * weights), "top1": jnp.sum(top1 * weights),
           "top5": jnp.sum(top5 * weights), "count": jnp.sum(weights)}
 
