@@ -140,15 +140,23 @@ def main(argv):
       json.dump(result, f, indent=2)
 
 
-def _define_flags():
-  """Flags of the command line only, so that modules sharing flag names can import this one."""
-  config_flags.DEFINE_config_file("config", None, "Training config to benchmark.", lock_config=True)
+def define_setup_flags(purpose: str):
+  """The command-line flags of ``synthetic_setup``: ``config``, ``image_size``, ``num_classes``.
+
+  Defined by each command's ``__main__`` only, so the modules sharing them import together.
+  """
+  config_flags.DEFINE_config_file("config", None, f"Training config to {purpose}.",
+                                  lock_config=True)
   flags.DEFINE_integer("image_size", 32, "Side of the stored (pre-augmentation) images.")
   flags.DEFINE_integer("num_classes", 100, "Classes of the head.")
+  flags.mark_flags_as_required(["config"])
+
+
+def _define_flags():
+  define_setup_flags("benchmark")
   flags.DEFINE_integer("steps", 5, "Steps per timed window.")
   flags.DEFINE_integer("windows", 5, "Timed windows; the median is reported.")
   flags.DEFINE_string("out", None, "Write the figures to this JSON file.")
-  flags.mark_flags_as_required(["config"])
 
 
 if __name__ == "__main__":

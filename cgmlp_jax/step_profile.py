@@ -21,7 +21,6 @@ import tempfile
 
 import jax
 from absl import app, flags
-from ml_collections import config_flags
 
 from cgmlp_jax import benchmark
 
@@ -136,13 +135,9 @@ def _clip(text: str, width: int) -> str:
 
 
 def _define_flags():
-  """Flags of the command line only (``cgmlp_jax.benchmark`` has flags of the same names)."""
-  config_flags.DEFINE_config_file("config", None, "Training config to profile.", lock_config=True)
-  flags.DEFINE_integer("image_size", 32, "Side of the stored (pre-augmentation) images.")
-  flags.DEFINE_integer("num_classes", 100, "Classes of the head.")
+  benchmark.define_setup_flags("profile")
   flags.DEFINE_integer("steps", 3, "Steps traced (after two warm-up steps).")
   flags.DEFINE_integer("top", 15, "How many of the slowest non-matmul ops to list.")
-  flags.mark_flags_as_required(["config"])
 
 
 if __name__ == "__main__":
