@@ -23,13 +23,16 @@ reaches, so it ends on an un-annealed, noisy model).
   * d_ffn 256 instead of 512 (the blocks' cost halves);
   * stochastic depth 0.1 instead of dropout;
   * lr 3e-3, 0.3 warm-up epochs, cosine to 0 over 7 epochs (``epochs=10`` fills the 45 minutes
-    since training runs on two CPU devices: docs/cpu_fast3).
+    since training runs on two CPU devices: docs/cpu_fast3; on a machine that benchmarks
+    CgMLP-2conv at ~300 img/s, ``epochs=15`` fits them: docs/cpu_fast6).
 Expected on CIFAR-10 (../shared/tfds, 5,000 held-out validation images): docs/cpu_fast/README.md,
-docs/cpu_fast2/README.md and docs/cpu_fast3/README.md (CgMLP-2conv, ``epochs=10``: 77.4 %).
+docs/cpu_fast2/README.md, docs/cpu_fast3/README.md (CgMLP-2conv, ``epochs=10``: 77.4 %) and
+docs/cpu_fast6/README.md (``epochs=15``: CgMLP-2conv 79.2 % in 44.6 min, gMLP 74.6 %).
 Tried without gain: no stochastic depth with flip test-time augmentation
 (``--config.model_kw.drop_path_rate=0.0 --config.eval_flip=True``): 76.8 % (docs/cpu_fast4);
 batch 64 at lr 2e-3: 77.0 %; a third conv layer, GroupNorm in the stem: behind after their first
-epochs and slower (docs/cpu_fast5).
+epochs and slower (docs/cpu_fast5); the second conv layer twice as wide (256 filters): behind after
+two epochs (docs/cpu_fast6).
 """
 import ml_collections
 
