@@ -34,6 +34,9 @@ from cgmlp_jax import models
 
 KINDS = ("feature_maps", "saliency", "token_gating", "channel_gating")
 GRID_COLUMNS = 8  # feature-map channels per row
+# What a stem layer computes before its max-pool, by ``conv_norm`` (stems.NORMS), for the titles.
+STEM_LAYER_OPS = {"group": "conv + GroupNorm + ReLU", "layer": "conv + LayerNorm + ReLU",
+                  "none": "conv + ReLU"}
 Params = dict[str, Any]
 
 
@@ -104,8 +107,9 @@ def feature_maps(model: models.GatedMLPClassifier, params: Params, images, out_d
           im = a.imshow(shown[..., c], cmap="viridis", vmin=0.0, vmax=vmax)
           a.set_title(f"ch {c}", fontsize=7)
       right.colorbar(im, ax=axes, label="activation", shrink=0.9)
-      fig.suptitle(f"{_caption(b, pred, labels, class_names)}\nstem layer {i}: conv + norm + "
-                   f"ReLU, {act.shape[0]}x{act.shape[1]}x{act.shape[2]}, channels "
+      fig.suptitle(f"{_caption(b, pred, labels, class_names)}\nstem layer {i}: "
+                   f"{STEM_LAYER_OPS[model.conv_norm]}, "
+                   f"{act.shape[0]}x{act.shape[1]}x{act.shape[2]}, channels "
                    f"0-{shown.shape[-1] - 1} of {act.shape[2]}")
       paths.append(_save(fig, out_dir, f"feature_maps_img{b}_layer{i}.png"))
   return paths

@@ -16,6 +16,7 @@ from matplotlib import image as mpimg
 from cgmlp_jax import data
 from cgmlp_jax import images as images_lib
 from cgmlp_jax import models, restore, visualize, visualize_cli
+from cgmlp_jax.models import stems
 
 NUM_CLASSES = 10
 CLASS_NAMES = tuple(f"name{k}" for k in range(NUM_CLASSES))
@@ -86,6 +87,11 @@ def test_figures_written_with_expected_sizes(figures, kind):
   assert [p.rsplit("/", 1)[-1] for p in figures[kind]] == names
   for path in figures[kind]:
     assert mpimg.imread(path).shape == (height, width, 4)
+
+
+def test_feature_map_titles_name_every_stem_norm():
+  assert set(visualize.STEM_LAYER_OPS) == set(stems.NORMS)
+  assert visualize.STEM_LAYER_OPS["none"] == "conv + ReLU"
 
 
 def test_saliency_maps(model, params, images):
