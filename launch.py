@@ -6,6 +6,7 @@ checkpoint first and exit with status 128 + the signal number.
 """
 import sys
 
+import cgmlp_jax  # noqa: F401  (first: sets up malloc before JAX or TF start; cgmlp_jax/allocator.py)
 from absl import app, flags, logging
 from ml_collections import config_flags
 

@@ -110,7 +110,8 @@ def run(args: argparse.Namespace) -> list[str]:
   images, labels, class_names = _inputs(args, config)
   model, params = _model(args, class_names)
   augment = config.get("augment", {})
-  norm = dict(mean=augment.get("mean", data.CIFAR10_MEAN), std=augment.get("std", data.CIFAR10_STD))
+  mean, std = data.dataset_stats(config.get("dataset", "cifar10"))
+  norm = dict(mean=augment.get("mean") or mean, std=augment.get("std") or std)
   gating = {axis: visualize.gating_blocks(params, axis) for axis in ("token", "channel")}
   if args.blocks is not None:
     unknown = sorted(set(args.blocks) - set(gating["token"] + gating["channel"]))

@@ -32,8 +32,7 @@ def get_config(arg=None):
   config.num_epochs = args.epochs
   config.label_smoothing = 0.1
   config.augment.update(dict(crop_padding=0, flip=False, zoom=0.0, mixup_alpha=0.8,
-                             cutmix_alpha=1.0, mean=(0.485, 0.456, 0.406),
-                             std=(0.229, 0.224, 0.225)))
+                             cutmix_alpha=1.0))
   config.optimizer.update(dict(learning_rate=1e-3 * args.batch / 1024, schedule="cosine",
                                warmup_epochs=5.0, weight_decay=0.05, grad_clip_norm=1.0))
   config.log_every_steps = 100

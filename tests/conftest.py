@@ -6,6 +6,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import cgmlp_jax  # noqa: E402,F401  (before JAX's backends start: the malloc settings)
 import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)

@@ -223,8 +223,18 @@ def test_config_argument_errors():
 def test_channel_count_mismatch_fails_before_the_model_is_built(tmp_path):
   config = tiny_config()
   config.augment.mean, config.augment.std = (0.5,), (0.25,)
-  with pytest.raises(ValueError, match=r"cifar10 images have 3 channels but augment.mean/std give 1"):
+  with pytest.raises(ValueError, match=r"cifar10 images have 3 channels but the normalisation has 1"):
     run(config, tmp_path)
+
+
+def test_normalisation_is_the_datasets_own_unless_set():
+  config = tiny_config()
+  for dataset, mean in (("cifar10", 0.4914), ("cifar100", 0.5071), ("cifar100:3.0.2", 0.5071),
+                        ("some_new_dataset", 0.485)):  # unknown: ImageNet's, the documented fallback
+    config.dataset = dataset
+    assert config_lib.augment_config(config, 16).mean[0] == mean
+  config.augment.mean, config.augment.std = (0.5, 0.5, 0.5), (0.2, 0.2, 0.2)
+  assert config_lib.augment_config(config, 16).std == (0.2, 0.2, 0.2)
 
 
 SPLIT_CPU_SCRIPT = """

@@ -11,6 +11,7 @@ from cgmlp_jax.data.augment import (
     normalize,
 )
 from cgmlp_jax.data.feed import prefetch
+from cgmlp_jax.data.normalization import dataset_stats
 from cgmlp_jax.data.sources import (
     ArraySplit,
     DataError,
@@ -30,6 +31,7 @@ __all__ = [
     "AugmentConfig",
     "DataError",
     "augment",
+    "dataset_stats",
     "eval_batches",
     "gather",
     "load_split",

@@ -6,7 +6,7 @@ Experiment files under ``configs/`` start from ``base_config()`` and override a 
 """
 import ml_collections
 
-from cgmlp_jax import models, parallel
+from cgmlp_jax import data, models, parallel
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -33,7 +33,10 @@ def base_config() -> ml_collections.ConfigDict:
                                             shuffle_buffer=10_000))
   c.augment = ml_collections.ConfigDict(dict(
       crop_padding=4, flip=True, zoom=0.0, mixup_alpha=0.0, cutmix_alpha=0.0,
-      random_erasing=0.0, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)))
+      random_erasing=0.0,
+      # Per-channel normalisation in [0, 1] pixel units; empty: the dataset's own statistics
+      # (cgmlp_jax/data/normalization.py; ImageNet's for a dataset it does not list).
+      mean=(), std=()))
 
   # Optimisation.
   c.batch_size = 128  # global, over all devices and processes
@@ -121,6 +124,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
 def build_model(config: ml_collections.ConfigDict, num_classes: int) -> models.GatedMLPClassifier:
   return models.get(config.model, num_classes=num_classes, dtype=config.dtype,
                     **config.model_kw.to_dict())
+
+
+def augment_config(config: ml_collections.ConfigDict, image_size: int) -> data.AugmentConfig:
+  """The on-device augmentation of a run, with the normalisation resolved (``normalization``)."""
+  mean, std = normalization(config)
+  return data.AugmentConfig(image_size=image_size, **{**config.augment, "mean": mean, "std": std})
+
+
+def normalization(config: ml_collections.ConfigDict) -> tuple[tuple[float, ...], ...]:
+  """``(mean, std)``: ``augment.mean`` / ``augment.std`` when set, else the dataset's own."""
+  if config.augment.mean or config.augment.std:
+    return tuple(config.augment.mean), tuple(config.augment.std)
+  return data.dataset_stats(config.dataset)
 
 
 def model_image_size(config: ml_collections.ConfigDict) -> int:

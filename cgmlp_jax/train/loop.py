@@ -105,10 +105,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   workdir_lib.check_config_change(workdir, config)
   data = load_data(config, config_lib.model_image_size(config))
   train = data["train"]
-  if train.channels != len(config.augment.mean):
-    raise ValueError(f"{config.dataset} images have {train.channels} channels but "
-                     f"augment.mean/std give {len(config.augment.mean)}; set per-channel "
-                     f"augment.mean and augment.std for this dataset.")
+  mean, _ = config_lib.normalization(config)
+  if train.channels != len(mean):
+    raise ValueError(f"{config.dataset} images have {train.channels} channels but the "
+                     f"normalisation has {len(mean)}; set per-channel augment.mean and "
+                     f"augment.std for this dataset.")
   steps_per_epoch = data_lib.steps_per_epoch(len(train), config.batch_size)
   total_steps = config.num_epochs * steps_per_epoch
   trainer = trainer_lib.build(config, train.num_classes, steps_per_epoch)

@@ -34,13 +34,13 @@ class Trainer:
 
 def build(config: ml_collections.ConfigDict, num_classes: int, steps_per_epoch: int) -> Trainer:
   model = config_lib.build_model(config, num_classes)
-  augment_config = data_lib.AugmentConfig(image_size=model.image_size, **config.augment)
+  augment_config = config_lib.augment_config(config, model.image_size)
   tx = optim.make_optimizer(config, steps_per_epoch)
   mesh = parallel.make_mesh()
   rep, batch = parallel.replicated(mesh), parallel.batch_sharded(mesh)
 
   create = functools.partial(state_lib.create, model, tx, config.seed,
-                             channels=len(config.augment.mean))
+                             channels=len(augment_config.mean))
   abstract = jax.eval_shape(create)
   shardings = jax.tree.map(lambda _: rep, abstract)
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
