@@ -66,6 +66,8 @@ def test_parameter_counts_by_hand_and_published():
   block = 2 * 256 + 256 * 512 + 512 + 2 * 256 + 64 * 64 + 64 + 256 * 256 + 256
   stem = 8 * 8 * 3 * 256 + 256
   assert _count("gmlp_paper", 100) == stem + 4 * block + 2 * 256 + 256 * 100 + 100
+  # The Keras example itself (model.summary() there: 885,348): no LayerNorm before pooling.
+  assert _count("gmlp_keras", 100) == stem + 4 * block + 256 * 100 + 100 == 885_348
 
 
 def _count(name, num_classes):
@@ -136,6 +138,30 @@ def test_block_matches_reference_formula():
   expected = x + (u * gate) @ p["proj_out"]["kernel"] + p["proj_out"]["bias"]
   out = jax.jit(block.apply)({"params": params}, x)
   np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+
+  # The Keras example's block, same weights: the residual is added to the normalised input.
+  keras = models.GMLPBlock(d_ffn=8, axis="token", num_tokens=3, style="keras")
+  normed = layer_norm(x, p["norm"])
+  out = jax.jit(keras.apply)({"params": params}, x)
+  np.testing.assert_allclose(out, expected - x + normed, rtol=1e-4, atol=1e-5)
+
+
+def test_keras_style_inits_the_gate_like_keras_and_drops_out_after_the_gelu():
+  x = jax.random.normal(jax.random.key(0), (2, 16, 8))
+  keras = models.GMLPBlock(d_ffn=16, axis="token", num_tokens=16, style="keras",
+                           dropout_rate=0.5)
+  params = keras.init(jax.random.key(1), x)["params"]
+  kernel = params["gating"]["kernel"]  # Glorot-uniform on (16, 16): |w| < sqrt(6 / 32)
+  assert 0.2 < float(jnp.abs(kernel).max()) < math.sqrt(6 / 32)
+  np.testing.assert_array_equal(params["gating"]["bias"], 1.0)
+  # Dropout on the d_ffn activations: the gate input changes, not just the block's output.
+  _, inter = keras.apply({"params": params}, x, train=True, rngs={"dropout": jax.random.key(2)},
+                         mutable="intermediates")
+  _, clean = keras.apply({"params": params}, x, mutable="intermediates")
+  assert not np.allclose(inter["intermediates"]["gating"]["gate"][0],
+                         clean["intermediates"]["gating"]["gate"][0])
+  with pytest.raises(ValueError, match="Unknown block style 'tf'"):
+    models.get("test_gmlp", num_classes=2, block_style="tf")
 
 
 def test_drop_path_drops_whole_examples_in_training_only():

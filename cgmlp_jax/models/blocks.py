@@ -1,9 +1,15 @@
 """The gMLP block and stochastic depth.
 
-``x + DropPath(Dropout(Dense_d_model(SGU(GELU(Dense_d_ffn(LayerNorm(x)))))))``
+``style="gmlp"`` (the gMLP paper, its authors' code and timm):
+    ``x + DropPath(Dropout(Dense_d_model(SGU(GELU(Dense_d_ffn(LayerNorm(x)))))))``
+``style="keras"`` (the public Keras CIFAR-100 gMLP example that the CgMLP paper's gMLP follows):
+    ``n + Dense_d_model(SGU(Dropout(GELU(Dense_d_ffn(n)))))`` with ``n = LayerNorm(x)``: the residual
+    is added to the *normalised* input, dropout sits after the GELU, and every kernel starts
+    Glorot-uniform (Keras' default), the gate's projection included (bias ones).
 
-GELU is the exact (erf) form and LayerNorm uses eps 1e-6, as in the gMLP authors' TensorFlow code and
-the common PyTorch ports, so that given the same weights the block computes the same function.
+GELU is the exact (erf) form and LayerNorm uses eps 1e-6, as in the gMLP authors' TensorFlow code,
+the common PyTorch ports and the Keras example, so that given the same weights the block computes
+the same function.
 
 Shapes: ``(B, N, d_model) -> (B, N, d_model)``.
 """
@@ -13,9 +19,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cgmlp_jax.models.gating import LAYER_NORM_EPS, SpatialGatingUnit
+from cgmlp_jax.models.gating import GATE_KERNEL_STD, LAYER_NORM_EPS, SpatialGatingUnit
 
 Dtype = Any
+STYLES = ("gmlp", "keras")
+
+
+def check_style(style: str) -> None:
+  if style not in STYLES:
+    raise ValueError(f"Unknown block style {style!r}; valid styles are {STYLES}.")
 
 
 class DropPath(nn.Module):
@@ -36,29 +48,38 @@ class DropPath(nn.Module):
 
 
 class GMLPBlock(nn.Module):
-  """One gMLP block with a token- or channel-axis gating unit."""
+  """One gMLP block with a token- or channel-axis gating unit, in one of ``STYLES``."""
   d_ffn: int
   axis: str = "token"
   num_tokens: int | None = None
   dropout_rate: float = 0.0
   drop_path_rate: float = 0.0
+  style: str = "gmlp"
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
     # x: (B, N, D)
+    check_style(self.style)
+    keras = self.style == "keras"
+    init = dict(kernel_init=nn.initializers.glorot_uniform()) if keras else {}
     dense = lambda features, name: nn.Dense(features, dtype=self.dtype,  # noqa: E731
-                                            param_dtype=self.param_dtype, name=name)
-    y = nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=self.dtype, param_dtype=self.param_dtype,
-                     name="norm")(x)
-    y = dense(self.d_ffn, "proj_in")(y)  # (B, N, F)
+                                            param_dtype=self.param_dtype, name=name, **init)
+    normed = nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=self.dtype, param_dtype=self.param_dtype,
+                          name="norm")(x)
+    y = dense(self.d_ffn, "proj_in")(normed)  # (B, N, F)
     y = nn.gelu(y, approximate=False)
+    if keras:
+      y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
     y = SpatialGatingUnit(axis=self.axis, num_tokens=self.num_tokens, dtype=self.dtype,
-                          param_dtype=self.param_dtype, name="gating")(y)  # (B, N, F/2)
+                          param_dtype=self.param_dtype, name="gating",
+                          kernel_init=(nn.initializers.glorot_uniform() if keras else
+                                       nn.initializers.normal(GATE_KERNEL_STD)))(y)  # (B, N, F/2)
     y = dense(x.shape[-1], "proj_out")(y)  # (B, N, D)
-    y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
+    if not keras:
+      y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
     y = DropPath(self.drop_path_rate)(y, deterministic=not train)
-    out = x + y
+    out = (normed if keras else x) + y
     self.sow("intermediates", "output", out)
     return out

@@ -1,5 +1,9 @@
 """The classifier: stem -> gMLP blocks with a per-block gating axis -> LayerNorm -> mean -> head.
 
+``block_style="keras"`` builds the public Keras CIFAR-100 example's model instead (blocks.py): its
+blocks, no LayerNorm before pooling (``final_norm=False`` in ``gmlp_keras``), a Glorot-uniform head.
+The stem keeps this package's init (Keras embeds patches with a Glorot-uniform Dense).
+
 gMLP is the classifier with a ``PatchStem``; CgMLP the one with a ``ConvStem`` (``conv_layers``
 non-empty). ``axes`` gives each block's gating axis: a tuple of ``"token"``/``"channel"`` with one
 entry per block, or a shorthand: ``"token"``, ``"channel"``, ``"alternate"`` (token, channel, ...).
@@ -13,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cgmlp_jax.models.blocks import GMLPBlock
+from cgmlp_jax.models.blocks import GMLPBlock, check_style
 from cgmlp_jax.models.gating import AXES, LAYER_NORM_EPS, check_axis
 from cgmlp_jax.models.stems import ConvLayer, ConvStem, PatchStem, token_grid
 
@@ -53,6 +57,8 @@ class GatedMLPClassifier(nn.Module):
   dropout_rate: float = 0.0  # inside each block, before the residual add
   drop_path_rate: float = 0.0  # stochastic depth of the last block; rises linearly from 0
   head_dropout_rate: float = 0.0
+  block_style: str = "gmlp"  # or "keras" (blocks.STYLES)
+  final_norm: bool = True  # LayerNorm before pooling (gMLP, timm); the Keras example has none
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
 
@@ -74,6 +80,7 @@ class GatedMLPClassifier(nn.Module):
                        f"image_size={images.shape[1] if images.ndim == 4 else '?'}.")
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     num_tokens, block_axes = self.num_tokens, self.block_axes  # validate before any compute
+    check_style(self.block_style)
     if self.conv_layers:
       x = ConvStem(self.conv_layers, self.patch_size, self.d_model, norm=self.conv_norm,
                    name="stem", **kw)(images)
@@ -82,9 +89,13 @@ class GatedMLPClassifier(nn.Module):
     for i, axis in enumerate(block_axes):
       rate = self.drop_path_rate * i / max(self.depth - 1, 1)
       x = GMLPBlock(self.d_ffn, axis=axis, num_tokens=num_tokens, dropout_rate=self.dropout_rate,
-                    drop_path_rate=rate, name=f"block{i}", **kw)(x, train=train)
-    x = nn.LayerNorm(epsilon=LAYER_NORM_EPS, name="norm", **kw)(x)
+                    drop_path_rate=rate, style=self.block_style, name=f"block{i}",
+                    **kw)(x, train=train)
+    if self.final_norm:
+      x = nn.LayerNorm(epsilon=LAYER_NORM_EPS, name="norm", **kw)(x)
     x = jnp.mean(x, axis=1)  # (B, D)
     x = nn.Dropout(self.head_dropout_rate)(x, deterministic=not train)
-    logits = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, name="head", **kw)(x)
+    head_init = (nn.initializers.glorot_uniform() if self.block_style == "keras" else
+                 nn.initializers.zeros)
+    logits = nn.Dense(self.num_classes, kernel_init=head_init, name="head", **kw)(x)
     return logits.astype(jnp.float32)  # (B, num_classes)

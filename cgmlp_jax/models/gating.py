@@ -14,7 +14,7 @@ an MLP with a residual (Liu et al., 2021, "Pay Attention to MLPs", section 2).
 
 Shapes: ``(B, N, d_ffn) -> (B, N, d_ffn // 2)``.
 """
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -36,6 +36,8 @@ class SpatialGatingUnit(nn.Module):
   """``u * proj(LayerNorm(v))`` with the projection along ``axis`` (see module docstring)."""
   axis: str = "token"
   num_tokens: int | None = None  # Required for axis="token".
+  # The projection's kernel init: near zero (gMLP), or e.g. Glorot-uniform (the Keras example).
+  kernel_init: Callable = nn.initializers.normal(GATE_KERNEL_STD)
   dtype: Dtype | None = None  # Compute dtype; LayerNorm statistics stay in float32.
   param_dtype: Dtype = jnp.float32
 
@@ -53,7 +55,7 @@ class SpatialGatingUnit(nn.Module):
     u, v = jnp.split(x, 2, axis=-1)  # (B, N, C) each
     v = nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=self.dtype, param_dtype=self.param_dtype,
                      name="norm")(v)
-    kernel_init = nn.initializers.normal(GATE_KERNEL_STD)
+    kernel_init = self.kernel_init
     if self.axis == "token":
       n = x.shape[-2]
       if n != self.num_tokens:

@@ -3,6 +3,7 @@
 | variant | input | tokens | stem | d_model | d_ffn | blocks | gating | params (1000 cls) | GFLOPs/img |
 |---|---|---|---|---|---|---|---|---|---|
 | `gmlp_paper` | 64x64 | 64 | patch 8 | 256 | 512 | 4 | token | 1,117,160 | 0.144 |
+| `gmlp_keras` | 64x64 | 64 | patch 8 | 256 | 512 | 4 | token | 1,116,648 | 0.142 |
 | `cgmlp_1conv` | 64x64 | 64 | conv 64, patch 4 | 256 | 512 | 4 | token | 1,332,008 | 0.187 |
 | `cgmlp_2conv` | 64x64 | 64 | conv 32+64, patch 2 | 256 | 512 | 4 | token | 1,153,032 | 0.191 |
 | `cgmlp_2conv_mixed` | 64x64 | 64 | conv 32+64, patch 2 | 256 | 512 | 4 | alternate | 1,276,296 | 0.203 |
@@ -10,6 +11,7 @@
 | `gmlp_s16` | 224x224 | 196 | patch 16 | 256 | 1536 | 30 | token | 19,422,656 | 10.681 |
 | `gmlp_b16` | 224x224 | 196 | patch 16 | 512 | 3072 | 30 | token | 73,075,392 | 35.235 |
 | `gmlp_small` | 32x32 | 64 | patch 4 | 128 | 512 | 4 | token | 551,016 | 0.087 |
+| `gmlp_keras_small` | 32x32 | 64 | patch 4 | 128 | 512 | 4 | token | 550,760 | 0.085 |
 | `cgmlp_1conv_small` | 32x32 | 64 | conv 64, patch 2 | 128 | 512 | 4 | token | 579,496 | 0.095 |
 | `cgmlp_2conv_small` | 32x32 | 64 | conv 32+64, patch 1 | 128 | 512 | 4 | token | 572,552 | 0.098 |
 | `cgmlp_2conv_mixed_small` | 32x32 | 64 | conv 32+64, patch 1 | 128 | 512 | 4 | alternate | 695,816 | 0.111 |
@@ -21,6 +23,10 @@ any ``--num_classes``); GFLOPs are XLA's cost analysis of one forward pass (mult
 
 * ``gmlp_paper``: the CgMLP paper's gMLP baseline, as in the public Keras CIFAR-100 example it builds
   on: CIFAR resized to 64x64, 8x8 patches -> 64 tokens, dropout 0.2 in the blocks and before the head.
+* ``gmlp_keras``: that Keras example exactly (885,348 parameters at 100 classes): the residual is
+  added to the normalised input, dropout after the GELU, Glorot-uniform kernels (the gate's too), no
+  LayerNorm before pooling (blocks.py, classifier.py). ``gmlp_paper`` is the same size with gMLP's
+  own block (the residual on the raw input, the gate starting near identity) and a final LayerNorm.
 * ``cgmlp_1conv`` / ``cgmlp_2conv``: the same token budget and blocks behind one conv (64 filters) or
   two convs (32 then 64 filters), each 3x3 + GroupNorm + ReLU + 2x2 max-pool; the pooled map is
   patchified (4x4 resp. 2x2) to the same 8x8 grid of 64 tokens, so only the stem differs.
@@ -29,11 +35,13 @@ any ``--num_classes``); GFLOPs are XLA's cost analysis of one forward pass (mult
 * ``gmlp_ti16`` / ``gmlp_s16`` / ``gmlp_b16``: the gMLP paper's ImageNet models (Table 1: 6M, 20M,
   73M parameters; stochastic-depth survival 1.0 / 0.95 / 0.8).
 * ``*_small``: the paper's three architectures at native 32x32 CIFAR resolution with d_model 128,
-  for CPU-scale experiments. ``test_*``: tiny variants for unit tests.
+  for CPU-scale experiments (``gmlp_keras_small``: the Keras example's block). ``test_*``: tiny
+  variants for unit tests.
 """
 import dataclasses
 from typing import Any
 
+from cgmlp_jax.models.blocks import check_style
 from cgmlp_jax.models.classifier import GatedMLPClassifier
 
 _PAPER = dict(image_size=64, d_model=256, d_ffn=512, depth=4, dropout_rate=0.2,
@@ -45,6 +53,7 @@ _TEST = dict(image_size=16, d_model=16, d_ffn=32, depth=2)
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "gmlp_paper": dict(_PAPER, patch_size=8),
+    "gmlp_keras": dict(_PAPER, patch_size=8, block_style="keras", final_norm=False),
     "cgmlp_1conv": dict(_PAPER, conv_layers=((64, 3, 2),), patch_size=4),
     "cgmlp_2conv": dict(_PAPER, conv_layers=((32, 3, 2), (64, 3, 2)), patch_size=2),
     "cgmlp_2conv_mixed": dict(_PAPER, conv_layers=((32, 3, 2), (64, 3, 2)), patch_size=2,
@@ -53,6 +62,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "gmlp_s16": dict(_IMAGENET, d_model=256, d_ffn=1536, drop_path_rate=0.05),
     "gmlp_b16": dict(_IMAGENET, d_model=512, d_ffn=3072, drop_path_rate=0.2),
     "gmlp_small": dict(_SMALL, patch_size=4),
+    "gmlp_keras_small": dict(_SMALL, patch_size=4, block_style="keras", final_norm=False),
     "cgmlp_1conv_small": dict(_SMALL, conv_layers=((64, 3, 2),), patch_size=2),
     "cgmlp_2conv_small": dict(_SMALL, conv_layers=((32, 3, 2), (64, 3, 2)), patch_size=1),
     "cgmlp_2conv_mixed_small": dict(_SMALL, conv_layers=((32, 3, 2), (64, 3, 2)), patch_size=1,
@@ -73,4 +83,5 @@ def get(name: str, *, num_classes: int, **overrides) -> GatedMLPClassifier:
     raise ValueError(f"Unknown model override(s) {unknown}; valid fields: {_FIELDS}.")
   model = GatedMLPClassifier(num_classes=num_classes, **{**VARIANTS[name], **overrides})
   model.num_tokens, model.block_axes  # validate sizes and axes now, before any compute
+  check_style(model.block_style)
   return model
