@@ -20,6 +20,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Data: any TFDS image-classification dataset with "image" and "label" features.
   c.dataset = "cifar100"
   c.data_dir = ml_collections.FieldReference(None, field_type=str)  # None: TFDS default
+  # Download and prepare a dataset that is not prepared in data_dir (TFDS's usual behaviour; one
+  # process per host prepares); False never downloads (offline clusters).
+  c.download = True
   c.train_split = "train"
   c.validation_split = ""  # "": hold out `holdout_fraction` of train
   c.holdout_fraction = 0.1
