@@ -1,14 +1,18 @@
 """Trains a model: ``python launch.py --config=configs/cgmlp.py --workdir=runs/cgmlp``.
 
-Overrides: ``--config.num_epochs=10``, config arguments: ``--config=configs/cgmlp.py:convs=1``.
-Starting again with the same workdir resumes from its latest checkpoint. SIGTERM / Ctrl-C save a
-checkpoint first and exit with status 128 + the signal number.
+Overrides: ``--config.num_epochs=10``, ``--config.model_kw.depth=8`` (any model field), config
+arguments: ``--config=configs/cgmlp.py:convs=1``. Starting again with the same workdir resumes from
+its latest checkpoint. SIGTERM / Ctrl-C save a checkpoint first and exit with status 128 + the
+signal number. A mistake (bad config, missing data, unusable workdir) is one ``error:`` line and
+exit status 2 (``CGMLP_JAX_TRACEBACK=1`` adds the traceback); see README "Mistakes".
 """
 import sys
 
 import cgmlp_jax  # noqa: F401  (first: sets up malloc before JAX or TF start; cgmlp_jax/allocator.py)
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
+
+from cgmlp_jax import cli
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
@@ -30,4 +34,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

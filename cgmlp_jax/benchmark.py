@@ -19,10 +19,10 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from cgmlp_jax import data as data_lib, parallel
+from cgmlp_jax import cli, data as data_lib, parallel
 from cgmlp_jax.timing import median_rate
 from cgmlp_jax.models import summary
 from cgmlp_jax.train import config as config_lib, step as step_lib, trainer as trainer_lib
@@ -161,4 +161,4 @@ def _define_flags():
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  cli.run(main)

@@ -23,7 +23,7 @@ def read_files(paths: Sequence[str]) -> list[Image]:
   for path in paths:
     try:
       x = mpimg.imread(path)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, SyntaxError) as e:  # PIL: SyntaxError for a broken PNG
       raise ValueError(f"Cannot read image {path}: {e}") from None
     if x.dtype != np.uint8:  # PNGs come back as floats in [0, 1]
       x = np.round(np.clip(x, 0.0, 1.0) * 255).astype(np.uint8)

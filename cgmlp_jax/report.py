@@ -12,11 +12,12 @@ import functools
 import json
 import os
 import statistics
+import time
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from cgmlp_jax import restore, runlog
+from cgmlp_jax import cli, restore, runlog
 from cgmlp_jax.models import summary as model_summary
 
 THRESHOLDS = (0.70, 0.80, 0.85)  # validation top-1 levels whose time to reach is tabulated
@@ -71,12 +72,21 @@ def _last(run: runlog.RunLog, split: str, key: str = "top1") -> float | None:
   return values[-1] if values else None
 
 
+def _last_write(workdir: str) -> str:
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return "no metrics.jsonl"
+  return "metrics last written " + time.strftime("%Y-%m-%d %H:%M UTC",
+                                                 time.gmtime(os.path.getmtime(path)))
+
+
 def row(run: runlog.RunLog, notes: list[str]) -> list[str]:
   """The run's table cells (``COLUMNS``); appends footnotes to ``notes``."""
   name = run.name
   if not run.finished:
     last = run.epochs[-1].epoch if run.epochs else 0
-    name += f" (running, epoch {last}/{run.config.get('num_epochs', '?')})"
+    name += (f" (unfinished: epoch {last}/{run.config.get('num_epochs', '?')}, no summary.json; "
+             f"{_last_write(run.workdir)}: running, stopped or crashed)")
   model = run.config.get("model", NA)
   kw = run.config.get("model_kw") or {}
   model_cell = model + (f" ({', '.join(f'{k}={v}' for k, v in kw.items())})" if kw else "")
@@ -183,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
   try:
     print(build_report(args.workdirs, args.out))
   except ValueError as e:
-    parser.error(str(e))
+    cli.fail(" ".join(str(e).split()))
 
 
 if __name__ == "__main__":

@@ -20,9 +20,9 @@ import re
 import tempfile
 
 import jax
-from absl import app, flags
+from absl import flags
 
-from cgmlp_jax import benchmark
+from cgmlp_jax import benchmark, cli
 
 FLAGS = flags.FLAGS
 
@@ -142,4 +142,4 @@ def _define_flags():
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  cli.run(main)

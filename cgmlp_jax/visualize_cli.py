@@ -16,7 +16,7 @@ import tensorflow_datasets as tfds
 
 from cgmlp_jax import data
 from cgmlp_jax import images as images_lib
-from cgmlp_jax import models, restore, visualize
+from cgmlp_jax import cli, models, restore, visualize
 
 
 def _ints(text: str) -> list[int]:
@@ -155,5 +155,5 @@ def main(argv: list[str] | None = None) -> None:
   try:
     paths = run(args)
   except (ValueError, FileNotFoundError) as e:
-    parser.error(str(e))
+    cli.fail(" ".join(str(e).split()))
   print("\n".join(paths))

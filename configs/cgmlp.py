@@ -11,6 +11,7 @@ channel gating), ``small`` (native 32x32, d_model 128), ``dataset``.
 Expected: the paper reports CgMLP above the gMLP baseline (configs/gmlp.py) in CIFAR-100
 validation accuracy with a smaller train/validation gap; README "Results" has measured figures.
 """
+from cgmlp_jax.errors import ConfigError
 from cgmlp_jax.train.config import parse_arg
 from configs import paper
 
@@ -18,7 +19,7 @@ from configs import paper
 def get_config(arg=None):
   args = parse_arg(arg, convs=2, mixed=False, small=False, dataset="cifar100")
   if args.convs not in (1, 2) or (args.mixed and args.convs != 2):
-    raise ValueError(f"convs must be 1 or 2 (mixed needs 2); got convs={args.convs}, "
+    raise ConfigError(f"convs must be 1 or 2 (mixed needs 2); got convs={args.convs}, "
                      f"mixed={args.mixed}.")
   model = f"cgmlp_{args.convs}conv" + ("_mixed" if args.mixed else "")
   return paper.get_config(f"model={model},dataset={args.dataset}" + (",small" if args.small else ""))

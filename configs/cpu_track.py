@@ -36,6 +36,7 @@ two epochs (docs/cpu_fast6).
 """
 import ml_collections
 
+from cgmlp_jax.errors import ConfigError
 from cgmlp_jax.train.config import parse_arg
 from configs import paper
 
@@ -45,10 +46,10 @@ FAST_STEMS = {"cgmlp_1conv": ((128, 3, 2),), "cgmlp_2conv": ((64, 3, 2), (128, 3
 
 
 def get_config(arg=None):
-  args = parse_arg(arg, model="cgmlp_2conv", dataset="cifar10", recipe="short", epochs=0,
+  args = parse_arg(arg, model="cgmlp_2conv", dataset="cifar10", recipe="short", epochs=int,
                    dropout=0.0)
   if args.recipe not in RECIPES:
-    raise ValueError(f"recipe={args.recipe!r}; choose one of {RECIPES}.")
+    raise ConfigError(f"recipe={args.recipe!r}; choose one of {RECIPES}.")
   fast = args.recipe == "fast"
   config = paper.get_config(f"model={args.model},dataset={args.dataset},small")
   config.num_epochs = args.epochs or (7 if fast else 5)

@@ -12,6 +12,7 @@ cosine after 5 warm-up epochs (``epochs``), label smoothing 0.1, stochastic dept
 Expected (paper, 300 epochs, batch 4096, ImageNet-1k top-1): Ti 72.3 %, S 79.6 %, B 81.6 %; not
 reproduced by this project (no TPU time) -- these runs are for users with the hardware.
 """
+from cgmlp_jax.errors import ConfigError
 from cgmlp_jax.train.config import base_config, parse_arg
 
 VARIANTS = ("ti16", "s16", "b16")
@@ -20,7 +21,7 @@ VARIANTS = ("ti16", "s16", "b16")
 def get_config(arg=None):
   args = parse_arg(arg, variant="s16", dataset="imagenet2012", batch=1024, epochs=300)
   if args.variant not in VARIANTS:
-    raise ValueError(f"variant={args.variant!r}; choose one of {VARIANTS}.")
+    raise ConfigError(f"variant={args.variant!r}; choose one of {VARIANTS}.")
   config = base_config()
   config.model = f"gmlp_{args.variant}"
   config.dataset = args.dataset

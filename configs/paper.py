@@ -21,6 +21,7 @@ LayerNorm; models/registry.py). Compare ``gmlp_keras`` with ``stop_on=val_loss``
 published 50.64 % test top-1 / 78.28 % top-5 after 50 epochs.
 Expected (paper): CgMLP above gMLP on validation top-1, with a smaller train-validation gap.
 """
+from cgmlp_jax.errors import ConfigError
 from cgmlp_jax.train.config import base_config, parse_arg
 
 MODELS = {"gmlp": "gmlp_paper", "gmlp_keras": "gmlp_keras", "cgmlp_1conv": "cgmlp_1conv",
@@ -31,9 +32,9 @@ KERAS_LEARNING_RATE, KERAS_WEIGHT_DECAY = 3e-3, 1e-4
 def get_config(arg=None):
   args = parse_arg(arg, model="cgmlp_2conv", small=False, dataset="cifar100", stop_on="val_top1")
   if args.model not in MODELS:
-    raise ValueError(f"model={args.model!r}; choose one of {sorted(MODELS)}.")
+    raise ConfigError(f"model={args.model!r}; choose one of {sorted(MODELS)}.")
   if args.stop_on not in ("val_top1", "val_loss"):
-    raise ValueError(f"stop_on={args.stop_on!r}; choose val_top1 or val_loss.")
+    raise ConfigError(f"stop_on={args.stop_on!r}; choose val_top1 or val_loss.")
   config = base_config()
   config.model = MODELS[args.model] if not args.small else (
       "gmlp_small" if args.model == "gmlp" else f"{MODELS[args.model]}_small")

@@ -15,6 +15,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from cgmlp_jax import data as data_lib, parallel
+from cgmlp_jax.errors import ConfigError
 from cgmlp_jax.train import config as config_lib, loop, optim, state as state_lib
 from cgmlp_jax.train import step as step_lib
 from tiny_run import NUM_EXAMPLES, final_params, run, tiny_config
@@ -164,14 +165,21 @@ def test_flip_evaluation_is_mirror_invariant(step_setup):
     (dict(num_epochs=0), r"num_epochs must be positive"),
     (dict(holdout_fraction=0.0), r"'plateau' and early_stopping.patience > 0 need a validation"),
     (dict(cpu_devices=-1), r"cpu_devices must be >= 0"),
+    (dict(eval_batch_size=0), r"eval_batch_size must be positive"),
+    (dict(optimizer=dict(learning_rate=-1e-3)), r"learning_rate=-0.001 cannot train; it must be > 0"),
+    (dict(optimizer=dict(weight_decay=-0.1)), r"weight_decay=-0.1 cannot train; it must be >= 0"),
+    (dict(label_smoothing=1.0), r"label_smoothing=1.0 cannot train; it must be in \[0, 1\)"),
+    (dict(model_kw=dict(drop_path_rate=1.0)), r"model_kw.drop_path_rate=1.0 cannot train"),
+    (dict(model_kw=dict(dropout_rate=-0.1)), r"model_kw.dropout_rate=-0.1 cannot train"),
+    (dict(augment=dict(zoom=1.5)), r"zoom must be in \[0, 1\)"),
 ])
 def test_bad_configs_fail_before_any_data_or_compile(overrides, message, tmp_path):
   config = tiny_config()
   config.early_stopping.patience = 2
   config.update(overrides)
-  with pytest.raises(ValueError, match=message):
+  with pytest.raises(ConfigError, match=message):
     loop.train_and_evaluate(config, str(tmp_path))  # no mock_data: would fail on data if reached
-  assert not (tmp_path / "checkpoints").exists()
+  assert not list(tmp_path.iterdir())  # nothing written
 
 
 def test_unknown_config_fields_are_rejected():

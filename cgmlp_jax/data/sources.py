@@ -19,11 +19,13 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
+from cgmlp_jax.errors import UserError
+
 # Rows read per tf.data batch while loading; bounds the transient memory of the read.
 _READ_BATCH = 10_000
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
   """A user-facing data problem (missing dataset or split, unsupported features, bad sizes)."""
 
 

@@ -11,8 +11,8 @@ from cgmlp_jax.models import norms, stems
 from cgmlp_jax.models.blocks import DropPath, GMLPBlock
 from cgmlp_jax.models.classifier import GatedMLPClassifier, resolve_axes
 from cgmlp_jax.models.gating import SpatialGatingUnit
-from cgmlp_jax.models.registry import VARIANTS, get
+from cgmlp_jax.models.registry import FIELDS, VARIANTS, get
 from cgmlp_jax.models.stems import ConvStem, PatchStem, token_grid
 
-__all__ = ["ConvStem", "DropPath", "GMLPBlock", "GatedMLPClassifier", "PatchStem",
+__all__ = ["FIELDS", "ConvStem", "DropPath", "GMLPBlock", "GatedMLPClassifier", "PatchStem",
            "SpatialGatingUnit", "VARIANTS", "get", "resolve_axes", "token_grid"]

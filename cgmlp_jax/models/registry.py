@@ -70,7 +70,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "test_gmlp": dict(_TEST, patch_size=4),
     "test_cgmlp": dict(_TEST, conv_layers=((8, 3, 2),), patch_size=2, axes="alternate"),
 }
-_FIELDS = tuple(f.name for f in dataclasses.fields(GatedMLPClassifier)
+FIELDS = tuple(f.name for f in dataclasses.fields(GatedMLPClassifier)
                 if f.name not in ("parent", "name"))
 
 
@@ -78,9 +78,9 @@ def get(name: str, *, num_classes: int, **overrides) -> GatedMLPClassifier:
   """Builds variant ``name`` with ``overrides`` (any ``GatedMLPClassifier`` field) applied."""
   if name not in VARIANTS:
     raise ValueError(f"Unknown model variant {name!r}; valid variants: {sorted(VARIANTS)}.")
-  unknown = sorted(set(overrides) - set(_FIELDS))
+  unknown = sorted(set(overrides) - set(FIELDS))
   if unknown:
-    raise ValueError(f"Unknown model override(s) {unknown}; valid fields: {_FIELDS}.")
+    raise ValueError(f"Unknown model override(s) {unknown}; valid fields: {FIELDS}.")
   model = GatedMLPClassifier(num_classes=num_classes, **{**VARIANTS[name], **overrides})
   model.num_tokens, model.block_axes  # validate sizes and axes now, before any compute
   check_style(model.block_style)

@@ -19,10 +19,12 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from cgmlp_jax.errors import UserError
+
 ITEMS = ("state", "progress")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
   """A checkpoint could not be written, read, or does not fit the model being trained."""
 
 

@@ -4,9 +4,12 @@ Every field a run can use is declared here, with its default, so a typo on the c
 (``--config.lerning_rate=...``) or in a config file is an error, not a silently ignored key.
 Experiment files under ``configs/`` start from ``base_config()`` and override a few fields.
 """
+import difflib
+
 import ml_collections
 
 from cgmlp_jax import data, models, parallel
+from cgmlp_jax.errors import ConfigError
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -82,46 +85,82 @@ DTYPES = ("float32", "bfloat16")
 EARLY_STOP_METRICS = ("val_top1", "val_top5", "val_loss")
 
 
+def unknown_field(name: str, valid, what: str = "config field") -> ConfigError:
+  """``Unknown config field 'x'; did you mean 'y'? Valid: ...``"""
+  leaf = name.rsplit(".", 1)[-1]
+  close = difflib.get_close_matches(leaf, list(valid), n=1)
+  hint = f" Did you mean {name[:len(name) - len(leaf)] + close[0]!r}?" if close else ""
+  return ConfigError(f"Unknown {what} {name!r}.{hint} Valid: {', '.join(sorted(valid))}.")
+
+
 def _check_keys(config, reference, prefix=""):
   for key in config.keys():
     if key not in reference:
-      raise ValueError(f"Unknown config field {prefix + key!r}; valid fields: "
-                       f"{sorted(reference.keys())}.")
+      raise unknown_field(prefix + key, reference.keys())
     if isinstance(reference[key], ml_collections.ConfigDict) and key != "model_kw":
       _check_keys(config[key], reference[key], prefix + key + ".")
 
 
+def _check_ranges(config) -> None:
+  """Values that would train to nothing or diverge: refused instead of saved as "best"."""
+  opt, model_kw = config.optimizer, config.model_kw
+  checks = [("optimizer.learning_rate", opt.learning_rate, 0, None, "> 0"),
+            ("optimizer.min_learning_rate", opt.min_learning_rate, None, None, ">= 0"),
+            ("optimizer.weight_decay", opt.weight_decay, None, None, ">= 0"),
+            ("optimizer.warmup_epochs", opt.warmup_epochs, None, None, ">= 0"),
+            ("optimizer.grad_clip_norm", opt.grad_clip_norm, None, None, ">= 0 (0: off)"),
+            ("early_stopping.patience", config.early_stopping.patience, None, None, ">= 0"),
+            ("label_smoothing", config.label_smoothing, None, 1, "in [0, 1)")]
+  checks += [(f"model_kw.{k}", model_kw[k], None, 1, "in [0, 1)")
+             for k in ("dropout_rate", "head_dropout_rate", "drop_path_rate") if k in model_kw]
+  for name, value, above, below, rule in checks:
+    if value < 0 or (above is not None and value <= above) or (below is not None and
+                                                                value >= below):
+      raise ConfigError(f"{name}={value} cannot train; it must be {rule}.")
+  if not 0 < opt.plateau_factor < 1 or opt.plateau_patience < 0:
+    raise ConfigError(f"optimizer.plateau_factor must be in (0, 1) and plateau_patience >= 0; got "
+                      f"{opt.plateau_factor}, {opt.plateau_patience}.")
+  if opt.min_learning_rate > opt.learning_rate:
+    raise ConfigError(f"optimizer.min_learning_rate={opt.min_learning_rate} is above "
+                      f"learning_rate={opt.learning_rate}.")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError for a config that cannot work, before any data is read or code compiled."""
+  """Raises ConfigError for a config that cannot work, before any data is read or code compiled."""
   _check_keys(config, base_config())
   if config.dtype not in DTYPES:
-    raise ValueError(f"dtype={config.dtype!r}; use one of {DTYPES}.")
+    raise ConfigError(f"dtype={config.dtype!r}; use one of {DTYPES}.")
   if config.optimizer.schedule not in SCHEDULES:
-    raise ValueError(f"optimizer.schedule={config.optimizer.schedule!r}; use one of {SCHEDULES}.")
+    raise ConfigError(f"optimizer.schedule={config.optimizer.schedule!r}; use one of {SCHEDULES}.")
   for name, allowed in (("input", ("auto", "memory", "stream")),
                         ("on_config_change", ("warn", "error")),
                         ("on_bad_checkpoint", ("error", "fresh"))):
     if config[name] not in allowed:
-      raise ValueError(f"{name}={config[name]!r}; use one of {allowed}.")
+      raise ConfigError(f"{name}={config[name]!r}; use one of {allowed}.")
   es = config.early_stopping
   if es.metric not in EARLY_STOP_METRICS or es.mode not in ("min", "max"):
-    raise ValueError(f"early_stopping needs metric in {EARLY_STOP_METRICS} and mode in "
+    raise ConfigError(f"early_stopping needs metric in {EARLY_STOP_METRICS} and mode in "
                      f"('min', 'max'); got {es.metric!r}, {es.mode!r}.")
   if config.cpu_devices < 0:
-    raise ValueError(f"cpu_devices must be >= 0 (0: JAX's default); got {config.cpu_devices}.")
+    raise ConfigError(f"cpu_devices must be >= 0 (0: JAX's default); got {config.cpu_devices}.")
   for name in ("batch_size", "eval_batch_size", "num_epochs", "log_every_steps",
                "checkpoint_every_steps", "keep_checkpoints"):
     if config[name] <= 0:
-      raise ValueError(f"{name} must be positive; got {config[name]}.")
+      raise ConfigError(f"{name} must be positive; got {config[name]}.")
   if not 0.0 <= config.holdout_fraction < 1.0:
-    raise ValueError(f"holdout_fraction must be in [0, 1); got {config.holdout_fraction}.")
+    raise ConfigError(f"holdout_fraction must be in [0, 1); got {config.holdout_fraction}.")
   has_validation = bool(config.validation_split) or config.holdout_fraction > 0
   if not has_validation and (config.optimizer.schedule == "plateau" or es.patience > 0):
-    raise ValueError("optimizer.schedule='plateau' and early_stopping.patience > 0 need a "
+    raise ConfigError("optimizer.schedule='plateau' and early_stopping.patience > 0 need a "
                      "validation set: set holdout_fraction > 0 or validation_split.")
-  parallel.check_batch_size(config.batch_size, "batch_size")
-  parallel.check_batch_size(config.eval_batch_size, "eval_batch_size")
-  build_model(config, num_classes=2)  # unknown variant / override, sizes that do not fit
+  _check_ranges(config)
+  try:
+    parallel.check_batch_size(config.batch_size, "batch_size")
+    parallel.check_batch_size(config.eval_batch_size, "eval_batch_size")
+    build_model(config, num_classes=2)  # unknown variant / override, sizes that do not fit
+    augment_config(config, model_image_size(config))  # augmentation ranges, mean/std lengths
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int) -> models.GatedMLPClassifier:
@@ -147,19 +186,34 @@ def model_image_size(config: ml_collections.ConfigDict) -> int:
   return config.model_kw.get("image_size", models.VARIANTS[config.model]["image_size"])
 
 
+_TRUE, _FALSE = ("", "1", "true", "yes"), ("0", "false", "no")
+
+
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   """Parses a config argument ``"k1=v1,flag"`` (``--config=file.py:k1=v1,flag``) over defaults.
 
-  A bare ``flag`` sets a boolean default to True; values are converted to the default's type.
+  A bare ``flag`` sets a boolean default to True; other values are converted to the default's type,
+  strictly: ``small=ture`` or ``epochs=ten`` is a ConfigError naming the argument. A default given
+  as a type (``epochs=int``) means "no default": the value is None unless the argument is given,
+  and then it must be a positive number.
   """
-  out = ml_collections.ConfigDict(defaults)
+  out = ml_collections.ConfigDict({k: None if isinstance(v, type) else v
+                                   for k, v in defaults.items()})
   for item in filter(None, (arg or "").split(",")):
     key, _, value = item.partition("=")
     if key not in defaults:
-      raise ValueError(f"Unknown config argument {key!r}; valid: {sorted(defaults)}.")
+      raise unknown_field(key, defaults, "config argument")
     default = defaults[key]
-    if isinstance(default, bool):
-      out[key] = value.lower() in ("", "1", "true", "yes")
-    else:
-      out[key] = type(default)(value) if default is not None else value
+    kind = default if isinstance(default, type) else type(default)
+    try:
+      if kind is bool:
+        if value.lower() not in _TRUE + _FALSE:
+          raise ValueError
+        out[key] = value.lower() in _TRUE
+      else:
+        out[key] = kind(value)
+    except ValueError:
+      raise ConfigError(f"Config argument {key}={value!r} is not a {kind.__name__}.") from None
+    if isinstance(default, type) and out[key] <= 0:
+      raise ConfigError(f"Config argument {key}={value!r} must be positive.")
   return out

@@ -12,8 +12,10 @@ import jax
 import ml_collections
 from etils import epath
 
+from cgmlp_jax.errors import UserError
 
-class WorkdirError(RuntimeError):
+
+class WorkdirError(UserError, RuntimeError):
   """The workdir cannot be used (not creatable, not writable, or a refused config change)."""
 
 
@@ -38,6 +40,8 @@ def config_diff(old: dict, new: dict) -> list[str]:
 def probe_writable(workdir: epath.Path) -> None:
   """Creates ``workdir`` and writes/deletes a file in it (every process: all write checkpoints)."""
   probe = workdir / f".write_probe_{jax.process_index()}"
+  if workdir.exists() and not workdir.is_dir():
+    raise WorkdirError(f"Workdir {workdir} is a file, not a directory; choose another --workdir.")
   try:
     workdir.mkdir(parents=True, exist_ok=True)
     probe.write_text("ok")

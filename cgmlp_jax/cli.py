@@ -1,0 +1,123 @@
+"""What every command (``launch.py``, ``python -m cgmlp_jax.*``) does around its ``main``.
+
+* The project's own errors (``errors.UserError``: a bad config, missing data, an unusable workdir
+  or checkpoint) print as one ``error: ...`` line and exit with status 2; any other exception is a
+  bug and keeps its traceback. ``CGMLP_JAX_TRACEBACK=1`` shows the traceback of both.
+* ``--config=FILE[:ARGS]`` and its ``--config.FIELD=VALUE`` overrides are checked before absl and
+  ml_collections see them (``preflight``): a config file that is missing or refuses its arguments,
+  and an override of a field that does not exist, are one line with a did-you-mean instead of
+  three chained ml_collections tracebacks. A model field the config file did not list
+  (``--config.model_kw.depth=8``) is taken out of the command line and applied after parsing
+  (``apply_model_overrides``), so every field of the model can be overridden.
+"""
+import ast
+import functools
+import importlib.util
+import os
+import sys
+from typing import Any, Callable
+
+import ml_collections
+from absl import app, flags
+
+from cgmlp_jax import models
+from cgmlp_jax.errors import ConfigError, UserError
+
+TRACEBACK_ENV = "CGMLP_JAX_TRACEBACK"
+
+
+def fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  sys.exit(2)
+
+
+def one_line_errors(main: Callable) -> Callable:
+  """``main`` with its ``UserError``s printed as one line (exit status 2)."""
+  @functools.wraps(main)
+  def wrapped(*args, **kwargs):
+    try:
+      return main(*args, **kwargs)
+    except UserError as e:
+      if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+        raise
+      fail(" ".join(str(e).split()))
+  return wrapped
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """``get_config(ARGS)`` of ``FILE`` for ``spec = "FILE[:ARGS]"``, as ml_collections loads it."""
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise ConfigError(f"Config file {path!r} not found (from --config={spec}); the configs are "
+                      f"in configs/, e.g. --config=configs/cgmlp.py.")
+  loader_spec = importlib.util.spec_from_file_location("_cgmlp_jax_config", path)
+  module = importlib.util.module_from_spec(loader_spec)
+  loader_spec.loader.exec_module(module)
+  try:
+    return module.get_config(arg) if arg else module.get_config()
+  except ConfigError:
+    raise
+  except ValueError as e:
+    raise ConfigError(f"--config={spec}: {e}") from None
+
+
+def _parse_value(text: str) -> Any:
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text  # a bare string: --config.model_kw.axes=alternate
+
+
+def run(main: Callable[[list[str]], Any]) -> None:
+  """``absl.app.run(main)`` for a command with ``--config``: ``preflight`` first, the model
+  overrides applied to ``FLAGS.config`` before ``main``, ``UserError``s as one line."""
+  # ml_collections reads the overrides from sys.argv itself: hand it the checked ones.
+  sys.argv, overrides = one_line_errors(preflight)(sys.argv)
+
+  def with_overrides(argv):
+    apply_model_overrides(flags.FLAGS.config, overrides)
+    return main(argv)
+
+  app.run(one_line_errors(with_overrides))
+
+
+def preflight(argv: list[str], model_fields=models.FIELDS) -> tuple[list[str], dict[str, Any]]:
+  """Checks ``argv``'s config file and overrides (see the module docstring).
+
+  Returns ``argv`` without the model overrides the config file does not list, and those overrides.
+  """
+  from cgmlp_jax.train import config as config_lib  # noqa: PLC0415  (after the malloc setup)
+  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  if spec is None:
+    return argv, {}
+  config = load_config_file(spec)
+  kept, model_overrides = [], {}
+  for arg in argv:
+    if not arg.startswith("--config.") or "=" not in arg:
+      kept.append(arg)
+      continue
+    name, value = arg[len("--config."):].split("=", 1)
+    *parents, leaf = name.split(".")
+    if parents == ["model_kw"]:
+      if leaf not in model_fields:
+        raise config_lib.unknown_field(name, model_fields, "model field")
+      if leaf not in config.model_kw:
+        model_overrides[leaf] = _parse_value(value)
+        continue
+    else:
+      node = config
+      for i, key in enumerate(parents + [leaf]):
+        if not isinstance(node, ml_collections.ConfigDict) or key not in node:
+          valid = node.keys() if isinstance(node, ml_collections.ConfigDict) else ()
+          raise config_lib.unknown_field(".".join((parents + [leaf])[:i + 1]), valid)
+        node = node[key]
+    kept.append(arg)
+  return kept, model_overrides
+
+
+def apply_model_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> None:
+  if not overrides:
+    return
+  with config.unlocked():
+    for key, value in overrides.items():
+      config.model_kw[key] = value
