@@ -5,7 +5,11 @@ and the gMLP paper reads its token-gating weights as learned spatial filters; th
 both on a trained checkpoint, or on fresh weights as a baseline:
 
 * ``feature_maps``: each conv-stem layer's activations (after ReLU, before pooling), per image.
-* ``saliency``: |gradient x input| of the predicted class's logit, over each image.
+* ``saliency``: where the predicted class's logit comes from, three ways side by side:
+  |gradient x input| (pixel-exact, but speckled at 32x32), SmoothGrad (the gradient's magnitude
+  averaged over noisy copies of the image: Smilkov et al. 2017) and Grad-CAM on the token grid
+  (the last block's tokens weighted by the logit's mean gradient per channel, ReLU, upsampled:
+  Selvaraju et al. 2017), which shows regions.
 * ``token_gating``: rows of each token-gating block's N x N projection, on the token grid.
 * ``channel_gating``: each channel-gating block's C x C projection.
 
@@ -23,6 +27,7 @@ import os
 import re
 from typing import Any, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -137,25 +142,76 @@ def saliency_maps(model: models.GatedMLPClassifier, params: Params, x: jax.Array
   return jnp.abs(jnp.sum(grads * x, axis=-1)), preds
 
 
+@functools.partial(jax.jit, static_argnames=("model", "samples"))
+def smoothgrad_maps(model: models.GatedMLPClassifier, params: Params, x: jax.Array,
+                    key: jax.Array, samples: int = 32, noise: float = 0.15) -> jax.Array:
+  """SmoothGrad: |mean gradient of the predicted logit| over ``samples`` copies of x with Gaussian
+  noise (std ``noise`` x each image's value range), summed over RGB: (B, S, S)."""
+  pred = jnp.argmax(model.apply({"params": params}, x), axis=-1)  # (B,), of the clean images
+  scale = noise * (x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3)))[:, None, None, None]
+
+  def gradient(key):
+    noisy = x + scale * jax.random.normal(key, x.shape)
+    return jax.grad(lambda z: jnp.take_along_axis(model.apply({"params": params}, z),
+                                                  pred[:, None], axis=1).sum())(noisy)
+
+  grads = jax.lax.map(gradient, jax.random.split(key, samples))  # (samples, B, S, S, 3)
+  return jnp.abs(grads.mean(axis=0)).sum(axis=-1)
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def token_grad_cam(model: models.GatedMLPClassifier, params: Params, x: jax.Array) -> jax.Array:
+  """Grad-CAM on the last block's tokens A (B, N, D): ReLU(sum_d mean_n(dlogit/dA)_d A_nd) on the
+  token grid, bilinearly upsampled to the image and scaled to [0, 1] per image: (B, S, S)."""
+  last = f"block{model.depth - 1}"
+
+  def predicted_logit(delta):  # delta (B, N, D) is added to the last block's output
+    def add_delta(next_fun, args, kwargs, context):
+      out = next_fun(*args, **kwargs)
+      is_last = context.module.name == last and context.method_name == "__call__"
+      return out + delta if is_last else out
+
+    with nn.intercept_methods(add_delta):
+      logits, state = model.apply({"params": params}, x, mutable=["intermediates"])
+    pred = jnp.argmax(logits, axis=-1)
+    tokens = state["intermediates"][last]["output"][0]  # (B, N, D), before delta
+    return jnp.take_along_axis(logits, pred[:, None], axis=1).sum(), tokens
+
+  b, n, s = x.shape[0], model.num_tokens, model.image_size
+  grads, tokens = jax.grad(predicted_logit, has_aux=True)(jnp.zeros((b, n, model.d_model)))
+  cam = jax.nn.relu(jnp.einsum("bnd,bd->bn", tokens, grads.mean(axis=1)))  # (B, N)
+  grid = math.isqrt(n)
+  cam = jax.image.resize(cam.reshape(b, grid, grid), (b, s, s), "bilinear")
+  return cam / jnp.maximum(cam.max(axis=(1, 2), keepdims=True), 1e-12)
+
+
 def saliency(model: models.GatedMLPClassifier, params: Params, images, out_dir: str, *,
              labels: Sequence[int] | None = None, class_names: Sequence[str] | None = None,
-             mean=data.CIFAR10_MEAN, std=data.CIFAR10_STD) -> list[str]:
-  """One PNG per image: the image and its saliency overlaid (arguments as in ``feature_maps``)."""
+             mean=data.CIFAR10_MEAN, std=data.CIFAR10_STD, seed: int = 0) -> list[str]:
+  """One PNG per image: the image, then gradient x input, SmoothGrad and token-grid Grad-CAM
+  overlaid (arguments as in ``feature_maps``)."""
   x, display = images_lib.preprocess(images, model.image_size, mean=mean, std=std)
   maps, preds = jax.device_get(saliency_maps(model, params, x))
+  smooth = jax.device_get(smoothgrad_maps(model, params, x, jax.random.key(seed)))
+  cams = jax.device_get(token_grad_cam(model, params, x))
+  methods = (("gradient x input", maps), ("SmoothGrad |mean gradient|", smooth),
+             (f"Grad-CAM, last block's {math.isqrt(model.num_tokens)}x"
+              f"{math.isqrt(model.num_tokens)} tokens", cams))
   paths = []
-  for b, (pred, m) in enumerate(zip(preds, maps)):
-    fig = Figure(figsize=(9, 4.6), layout="constrained")
-    ax_image, ax_map = fig.subplots(1, 2)
-    ax_image.imshow(display[b])
-    ax_image.set_title(f"input ({model.image_size}x{model.image_size})")
-    ax_map.imshow(display[b])
-    im = ax_map.imshow(m, cmap="inferno", alpha=0.6, vmin=0.0, vmax=float(m.max()) or 1.0)
-    ax_map.set_title("saliency" + ("" if m.any() else " (all zero: e.g. an untrained head)"))
-    for ax in (ax_image, ax_map):
+  for b, pred in enumerate(preds):
+    fig = Figure(figsize=(16, 4.6), layout="constrained")
+    axes = fig.subplots(1, 1 + len(methods))
+    axes[0].imshow(display[b])
+    axes[0].set_title(f"input ({model.image_size}x{model.image_size})")
+    for ax, (title, m) in zip(axes[1:], methods):
+      ax.imshow(display[b])
+      im = ax.imshow(m[b], cmap="inferno", alpha=0.6, vmin=0.0, vmax=float(m[b].max()) or 1.0)
+      ax.set_title(title + ("" if m[b].any() else "\n(all zero: e.g. an untrained head)"))
+      fig.colorbar(im, ax=ax, shrink=0.8)
+    for ax in axes:
       ax.set_axis_off()
-    fig.colorbar(im, ax=ax_map, label="|gradient x input| of the predicted logit")
-    fig.suptitle(_caption(b, int(pred), labels, class_names))
+    fig.suptitle(_caption(b, int(pred), labels, class_names) + ": where the predicted logit "
+                 "comes from")
     paths.append(_save(fig, out_dir, f"saliency_img{b}.png"))
   return paths
 

@@ -7,6 +7,7 @@ model, so after the first test nothing compiles again.
 import json
 import re
 
+import flax.linen as nn
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -23,7 +24,7 @@ CLASS_NAMES = tuple(f"name{k}" for k in range(NUM_CLASSES))
 # test_cgmlp: 16x16 inputs, one conv layer (8 filters, 16x16 map), blocks: token, channel.
 EXPECTED = {  # figure -> (files, (height, width) in pixels)
     "feature_maps": (["feature_maps_img0_layer0.png", "feature_maps_img1_layer0.png"], (270, 1400)),
-    "saliency": (["saliency_img0.png", "saliency_img1.png"], (460, 900)),
+    "saliency": (["saliency_img0.png", "saliency_img1.png"], (460, 1600)),
     "token_gating": (["token_gating_block0.png"], (870, 920)),
     "channel_gating": (["channel_gating_block1.png"], (540, 640)),
 }
@@ -105,6 +106,36 @@ def test_saliency_maps(model, params, images):
   logits, _ = visualize._stem_activations(model, trained, x)  # compiled already
   np.testing.assert_array_equal(preds, np.argmax(logits, axis=-1))
   assert np.all(maps >= 0) and np.all(np.sum(maps, axis=(1, 2)) > 0)
+
+
+def test_smoothgrad_and_token_grad_cam(model, params, images):
+  x, _ = images_lib.preprocess(images, model.image_size)
+  head = np.random.default_rng(1).normal(size=params["head"]["kernel"].shape)
+  trained = {**params, "head": {**params["head"], "kernel": head.astype(np.float32)}}
+  key = jax.random.key(0)
+  smooth = np.asarray(visualize.smoothgrad_maps(model, trained, x, key))
+  assert smooth.shape == (2, 16, 16) and np.all(smooth >= 0) and np.all(smooth.sum((1, 2)) > 0)
+  # Without noise, SmoothGrad is |gradient| summed over RGB: the plain gradient's magnitude.
+  plain = np.asarray(visualize.smoothgrad_maps(model, trained, x, key, noise=0.0))
+  pred = np.argmax(model.apply({"params": trained}, x), axis=-1)
+  gradient = jax.grad(lambda z: model.apply({"params": trained}, z)[np.arange(2), pred].sum())(x)
+  np.testing.assert_allclose(plain, np.abs(np.asarray(gradient)).sum(-1), rtol=1e-4, atol=1e-6)
+  cam = np.asarray(visualize.token_grad_cam(model, trained, x))
+  assert cam.shape == (2, 16, 16) and cam.min() >= 0 and np.allclose(cam.max(axis=(1, 2)), 1)
+  # Grad-CAM by hand: the last block's tokens weighted by the mean gradient of the logit.
+  logits, state = model.apply({"params": trained}, x, mutable=["intermediates"])
+  tokens = state["intermediates"]["block1"]["output"][0]  # (2, 16, 16): 4x4 tokens, d_model 16
+  pred = np.argmax(logits, axis=-1)
+
+  def logit_of_tokens(t):  # the layers after the last block, on its output
+    y = nn.LayerNorm(epsilon=1e-6).apply({"params": trained["norm"]}, t).mean(axis=1)
+    return (y @ trained["head"]["kernel"] + trained["head"]["bias"])[np.arange(2), pred].sum()
+
+  grads = jax.grad(logit_of_tokens)(tokens)
+  coarse = np.maximum(np.einsum("bnd,bd->bn", tokens, grads.mean(axis=1)), 0).reshape(2, 4, 4)
+  expected = jax.image.resize(coarse, (2, 16, 16), "bilinear")
+  expected = expected / np.asarray(expected).max(axis=(1, 2), keepdims=True)
+  np.testing.assert_allclose(cam, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_gating_blocks_and_positions(params, tmp_path):
