@@ -166,8 +166,35 @@ def plot_loss(runs: list[runlog.RunLog], path: str) -> None:
   _finish(fig, ax, path, "loss", "Validation loss (solid) and train loss (dashed)", plotted)
 
 
+def plot_gap(runs: list[runlog.RunLog], path: str) -> None:
+  """Generalisation gap per epoch, one colour a run: train minus validation top-1 (left) and
+  validation minus train loss (right); above zero, the model does better on what it trained on."""
+  fig = Figure(figsize=(12, 4.8), layout="constrained")
+  axes = fig.subplots(1, 2)
+  plotted = False
+  for i, run in enumerate(runs):
+    both = [e for e in run.epochs
+            if all(k in e.val and k in e.train for k in ("top1", "loss"))]
+    if both:
+      epochs = [e.epoch for e in both]
+      axes[0].plot(epochs, [100 * (e.train["top1"] - e.val["top1"]) for e in both], "-o",
+                   color=f"C{i}", markersize=3, label=run.name)
+      axes[1].plot(epochs, [e.val["loss"] - e.train["loss"] for e in both], "-o",
+                   color=f"C{i}", markersize=3, label=run.name)
+      plotted = True
+  for ax in axes:
+    ax.axhline(0.0, color="black", linewidth=0.8)
+  fig.suptitle("Generalisation gap (train metrics: the epoch's mean under augmentation and "
+               "dropout; train loss includes label smoothing, if any)", fontsize="medium")
+  axes[0].set(xlabel="epoch", ylabel="train − validation top-1 (pp)")
+  axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
+  axes[0].grid(alpha=0.3)
+  _finish(fig, axes[1], path, "validation − train loss", "", plotted)
+
+
 def build_report(workdirs: list[str], out_dir: str) -> str:
-  """Writes ``report.md``, ``val_top1.png``, ``loss.png`` to ``out_dir``; returns the markdown."""
+  """Writes ``report.md``, ``val_top1.png``, ``loss.png``, ``gap.png`` to ``out_dir``; returns the
+  markdown."""
   if not workdirs:
     raise ValueError("No workdirs given.")
   runs = [runlog.read(w) for w in workdirs]  # all errors before any output
@@ -175,12 +202,14 @@ def build_report(workdirs: list[str], out_dir: str) -> str:
   notes = []
   markdown = ["# Training runs", "", table(runs, notes), "", NOTES, ""]
   markdown += [f"* {note}" for note in notes] + ([""] if notes else [])
-  markdown += ["![validation top-1](val_top1.png)", "", "![loss](loss.png)", ""]
+  markdown += ["![validation top-1](val_top1.png)", "", "![loss](loss.png)", "",
+               "![generalisation gap](gap.png)", ""]
   markdown = "\n".join(markdown)
   with open(os.path.join(out_dir, "report.md"), "w") as f:
     f.write(markdown)
   plot_top1(runs, os.path.join(out_dir, "val_top1.png"))
   plot_loss(runs, os.path.join(out_dir, "loss.png"))
+  plot_gap(runs, os.path.join(out_dir, "gap.png"))
   return markdown
 
 

@@ -114,9 +114,10 @@ def test_table(built):
 def test_plots_are_images(built):
   markdown, out = built
   assert (out / "report.md").read_text() == markdown
-  for name in ("val_top1.png", "loss.png"):
+  for name, shape in (("val_top1.png", (600, 960, 4)), ("loss.png", (600, 960, 4)),
+                      ("gap.png", (576, 1440, 4))):
     assert f"]({name})" in markdown
-    assert mpimg.imread(str(out / name)).shape == (600, 960, 4)
+    assert mpimg.imread(str(out / name)).shape == shape
 
 
 def test_unknown_wall_time_and_classes(workdirs, tmp_path):
