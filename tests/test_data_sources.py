@@ -1,4 +1,8 @@
-"""Tests for cgmlp_jax.data.sources: loading TFDS splits offline and the batch index streams."""
+"""Tests for cgmlp_jax.data.sources: loading TFDS splits (downloading them with the network faked)
+and the batch index streams."""
+import socket
+import time
+
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -60,6 +64,35 @@ class CgmlpTinyVarsize(CgmlpTinyImages, skip_registration=True):
     )
 
 
+_TINY_URL = "https://cgmlp.invalid/tiny_images.npy"
+
+
+class CgmlpTinyDownload(CgmlpTinyImages):
+  """The tiny images as a registered dataset that TFDS downloads (from a URL the tests fake) and
+  prepares: 8 train and 2 test examples."""
+
+  def _split_generators(self, dl_manager):
+    images = np.load(dl_manager.download(_TINY_URL))  # (10, 8, 8, 3) uint8
+    return {"train": self._examples(images[:8]), "test": self._examples(images[8:], start=8)}
+
+  def _examples(self, images, start=0):
+    for i, image in enumerate(images, start):
+      yield i, {"image": image, "label": i % 3}
+
+
+class CgmlpTinyManual(CgmlpTinyDownload):
+  """Like CgmlpTinyDownload, but its file must be put in the manual_dir by hand."""
+
+  MANUAL_DOWNLOAD_INSTRUCTIONS = """
+  Put tiny_images.npy,
+  which you get by hand, in manual_dir.
+  """
+
+  def _split_generators(self, dl_manager):
+    images = np.load(dl_manager.manual_dir / "tiny_images.npy")
+    return {"train": self._examples(images[:8]), "test": self._examples(images[8:], start=8)}
+
+
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> str:
   """A data_dir holding both tiny datasets, prepared locally (no downloads involved)."""
@@ -105,10 +138,61 @@ def test_load_split_unknown_dataset(tmp_path):
     load_split("no_such_dataset_xyz", "train", data_dir=str(tmp_path))
 
 
-def test_load_split_unprepared_dataset(tmp_path):
+def test_load_split_downloads_and_prepares_a_missing_dataset(tmp_path, monkeypatch):
+  fetched = []
+
+  def fake_download(self, url):  # serves the file the URL would; nothing touches the network
+    fetched.append(url)
+    np.save(tmp_path / "tiny_images.npy", _tiny_images())
+    return tmp_path / "tiny_images.npy"
+
+  monkeypatch.setattr(tfds.download.DownloadManager, "download", fake_download)
+  data_dir = str(tmp_path / "tfds")
+  train = load_split("cgmlp_tiny_download", "train", data_dir=data_dir)
+  assert fetched == [_TINY_URL] and len(train) == 8
+  assert tfds.builder("cgmlp_tiny_download", data_dir=data_dir).is_prepared()
+  test = load_split("cgmlp_tiny_download", "test", data_dir=data_dir)
+  assert fetched == [_TINY_URL] and len(test) == 2  # prepared once, for every split
+  got = sorted(image.tobytes() for image in np.concatenate([train.images, test.images]))
+  assert got == sorted(image.tobytes() for image in _tiny_images())
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cgmlp_tiny_download"])
+def test_load_split_without_download_never_downloads(name, tmp_path, monkeypatch):
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare",
+                      lambda *args, **kwargs: pytest.fail("download_and_prepare called"))
   with pytest.raises(DataError, match="not prepared") as err:
+    load_split(name, "train", data_dir=str(tmp_path), download=False)
+  assert str(tmp_path) in str(err.value) and f"tfds build {name}" in str(err.value)
+
+
+def test_offline_download_fails_in_seconds_with_one_line(tmp_path, monkeypatch):
+  def no_network(*args, **kwargs):  # as on an offline machine: no name resolves
+    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+  monkeypatch.setattr(socket, "getaddrinfo", no_network)
+  start = time.monotonic()
+  with pytest.raises(DataError) as err:
     load_split("cifar10", "train", data_dir=str(tmp_path))
-  assert str(tmp_path) in str(err.value)
+  assert time.monotonic() - start < 5  # TFDS's own retries would take about 200 s
+  message = str(err.value)
+  assert "\n" not in message
+  for part in ["'cifar10'", f"data_dir {str(tmp_path)!r}", "www.cs.toronto.edu is unreachable",
+               f"`tfds build cifar10 --data_dir {tmp_path}`", "TFDS_DATA_DIR", "--config.data_dir"]:
+    assert part in message
+  assert not tfds.builder("cifar10", data_dir=str(tmp_path)).is_prepared()
+
+
+def test_manual_download_dataset_names_the_instructions_and_manual_dir(tmp_path):
+  data_dir, manual_dir = tmp_path / "tfds", tmp_path / "tfds" / "downloads" / "manual"
+  with pytest.raises(DataError, match="manual download instructions") as err:
+    load_split("cgmlp_tiny_manual", "train", data_dir=str(data_dir))
+  message = str(err.value)
+  assert "\n" not in message and f"manual_dir {str(manual_dir)!r}" in message
+  assert "(Put tiny_images.npy, which you get by hand, in manual_dir.)" in message
+  manual_dir.mkdir(parents=True)
+  np.save(manual_dir / "tiny_images.npy", _tiny_images())
+  assert len(load_split("cgmlp_tiny_manual", "test", data_dir=str(data_dir))) == 2
 
 
 def test_load_split_rejects_variable_size_images(tiny_dir):

@@ -194,6 +194,7 @@ def test_unknown_config_fields_are_rejected():
 
 def test_missing_dataset_fails_before_the_model_is_built(tmp_path, monkeypatch):
   config = tiny_config(dataset="cifar10", data_dir=str(tmp_path / "empty"))
+  config.download = False  # the test must not download CIFAR-10 on a machine with internet
   built = []
   monkeypatch.setattr(config_lib, "build_model", lambda *a, **k: built.append(1))
   monkeypatch.setattr(config_lib, "validate", lambda c: None)

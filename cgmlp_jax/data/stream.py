@@ -114,14 +114,19 @@ class StreamSplit:
     return iter(tfds.as_numpy(ds))
 
 
-def stream_split(name: str, split: str, *, image_size: int, data_dir: str | None = None,
-                 **options) -> StreamSplit:
-  """Opens a prepared split for streaming (images of any size); ``options``: StreamSplit fields."""
-  builder = open_split(name, split, data_dir=data_dir, fixed_size=False)
+def _num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
   try:
-    num_examples = builder.info.splits[split].num_examples
+    return builder.info.splits[split].num_examples
   except (KeyError, ValueError) as e:
-    raise DataError(f"Invalid split {split!r} for dataset {name!r}: {e}") from None
+    raise DataError(f"Invalid split {split!r} for dataset {builder.name!r}: {e}") from None
+
+
+def stream_split(name: str, split: str, *, image_size: int, data_dir: str | None = None,
+                 download: bool = True, **options) -> StreamSplit:
+  """Opens a split for streaming (images of any size), downloading and preparing the dataset if
+  needed and ``download`` (see ``open_split``); ``options``: StreamSplit fields."""
+  builder = open_split(name, split, data_dir=data_dir, fixed_size=False, download=download)
+  num_examples = _num_examples(builder, split)
   if not num_examples:
     raise DataError(f"Split {split!r} of dataset {name!r} in {builder.data_dir} has no examples.")
   features = builder.info.features
@@ -131,12 +136,16 @@ def stream_split(name: str, split: str, *, image_size: int, data_dir: str | None
                      channels=features["image"].shape[-1] or 3, image_size=image_size, **options)
 
 
-def in_memory_bytes(name: str, split: str, data_dir: str | None = None) -> float:
-  """Host memory a split would take as uint8 arrays; inf for images of variable size."""
-  builder = open_split(name, split, data_dir=data_dir, fixed_size=False)
+def in_memory_bytes(name: str, split: str, data_dir: str | None = None, *,
+                    download: bool = True) -> float:
+  """Host memory a split would take as uint8 arrays; inf for images of variable size.
+
+  Like the other readers it first downloads and prepares the dataset if needed and ``download``,
+  and checks that it has the split.
+  """
+  builder = open_split(name, split, data_dir=data_dir, fixed_size=False, download=download)
   shape = builder.info.features["image"].shape
   if not builder.info.splits:  # tfds.testing.mock_data records no splits: small test data
     return 0.0
-  if None in shape:
-    return math.inf
-  return float(np.prod(shape)) * builder.info.splits[split].num_examples
+  num_examples = _num_examples(builder, split)  # also rejects a malformed split string
+  return math.inf if None in shape else float(np.prod(shape)) * num_examples

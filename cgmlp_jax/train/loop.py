@@ -21,6 +21,7 @@ from etils import epath
 
 from cgmlp_jax import parallel
 from cgmlp_jax import data as data_lib
+from cgmlp_jax.errors import ConfigError
 from cgmlp_jax.metrics import MetricsLogger
 from cgmlp_jax.train import config as config_lib
 from cgmlp_jax.train import interrupts, optim, step as step_lib, trainer as trainer_lib
@@ -34,19 +35,28 @@ def load_data(config: ml_collections.ConfigDict, image_size: int) -> dict[str, A
   before any model work if one is missing."""
   train_split, val_split = data_lib.resolve_splits(
       config.train_split, config.validation_split or None, config.holdout_fraction)
-  splits = {"train": train_split, "val": val_split, "test": config.test_split or None}
-  stream = config.input == "stream" or (config.input == "auto" and data_lib.in_memory_bytes(
-      config.dataset, train_split, config.data_dir) > config.memory_limit_gb * 2**30)
+  splits = {name: split for name, split in
+            {"train": train_split, "val": val_split, "test": config.test_split or None}.items()
+            if split}
+  # Downloads and prepares the dataset first if it is not prepared (unless config.download is
+  # False), then checks every split before any is read.
+  sizes = {name: data_lib.in_memory_bytes(config.dataset, split, config.data_dir,
+                                          download=config.download)
+           for name, split in splits.items()}
+  stream = config.input == "stream" or (config.input == "auto" and
+                                        sizes["train"] > config.memory_limit_gb * 2**30)
   if stream and (config.augment.crop_padding or config.augment.zoom):
-    raise ValueError(f"Streaming {config.dataset} (input={config.input!r}) crops on the host "
+    raise ConfigError(f"Streaming {config.dataset} (input={config.input!r}) crops on the host "
                      f"(random-resized-crop); set augment.crop_padding=0 and augment.zoom=0, or "
                      f"input='memory' for a dataset of fixed-size images that fits in memory.")
   if stream:
     return {name: data_lib.stream_split(config.dataset, split, image_size=image_size,
-                                        data_dir=config.data_dir, **config.stream)
-            for name, split in splits.items() if split}
-  return {name: data_lib.load_split(config.dataset, split, data_dir=config.data_dir)
-          for name, split in splits.items() if split}
+                                        data_dir=config.data_dir, download=config.download,
+                                        **config.stream)
+            for name, split in splits.items()}
+  return {name: data_lib.load_split(config.dataset, split, data_dir=config.data_dir,
+                                    download=config.download)
+          for name, split in splits.items()}
 
 
 def evaluate(eval_step: Callable, params: Any, split: data_lib.ArraySplit | data_lib.StreamSplit,
