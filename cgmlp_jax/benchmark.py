@@ -106,8 +106,8 @@ def run(config, image_size: int, num_classes: int, steps: int, windows: int,
   eval_images, eval_labels = parallel.to_global(
       mesh, data_lib.gather(split, np.arange(eval_batch) % len(split)))
   mask = parallel.to_global(mesh, np.ones((eval_batch,), np.float32))
-  params = carry[0].params
-  eval_rate = median_rate(lambda: trainer.eval_step(params, eval_images, eval_labels, mask),
+  variables = carry[0].variables
+  eval_rate = median_rate(lambda: trainer.eval_step(variables, eval_images, eval_labels, mask),
                            config.eval_batch_size, steps, windows)
 
   dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32

@@ -2,9 +2,10 @@
 
 Reports and visualisations run after training, often on another machine (a laptop, a CPU box)
 with a different device count, so arrays come back as host numpy arrays rather than with the
-sharding they were saved with, and only the part needed is read (the parameters, not the
-optimiser state). The model is rebuilt from the run's ``config.json``, with the class count taken
-from the checkpointed head, so no dataset has to be loaded.
+sharding they were saved with, and only the part needed is read (the model's variables: its
+parameters and a BatchNorm stem's running statistics, not the optimiser state). The model is
+rebuilt from the run's ``config.json``, with the class count taken from the checkpointed head, so
+no dataset has to be loaded.
 
 Layout (written by ``cgmlp_jax.train.checkpoint``)::
 
@@ -59,20 +60,37 @@ def find_checkpoint(workdir: str | epath.PathLike) -> epath.Path:
                           f"or {workdir / 'checkpoints'}/<step>/state (written by training).")
 
 
-def param_shapes(step_dir: str | epath.PathLike) -> dict[str, Any]:
-  """The saved parameters as a tree of ``jax.ShapeDtypeStruct``, read from metadata only."""
+def _variable_shapes(step_dir: str | epath.PathLike) -> dict[str, Any]:
+  """The saved model variables (``params``, and ``batch_stats`` where there are some) as trees of
+  ``jax.ShapeDtypeStruct``, read from metadata only."""
   path = _path(step_dir) / "state"
   if not path.is_dir():
     raise FileNotFoundError(f"No checkpoint state at {path}.")
   tree = ocp.PyTreeCheckpointHandler().metadata(path).tree
   if "params" not in tree:
     raise ValueError(f"The checkpoint at {path} has no 'params' (it holds {sorted(tree)}).")
-  return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree["params"])
+  return {name: jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree[name])
+          for name in ("params", "batch_stats") if jax.tree.leaves(tree.get(name, {}))}
+
+
+def param_shapes(step_dir: str | epath.PathLike) -> dict[str, Any]:
+  """The saved parameters as a tree of ``jax.ShapeDtypeStruct``, read from metadata only."""
+  return _variable_shapes(step_dir)["params"]
 
 
 def load_params(step_dir: str | epath.PathLike) -> dict[str, Any]:
   """The saved parameters as numpy arrays (the rest of the train state is not read)."""
-  item = {"params": param_shapes(step_dir)}
+  return _read(step_dir, {"params": param_shapes(step_dir)})["params"]
+
+
+def load_variables(step_dir: str | epath.PathLike) -> dict[str, Any]:
+  """The saved model variables as numpy arrays, what ``model.apply`` takes: ``{"params": ...}``,
+  with ``"batch_stats"`` (a BatchNorm stem's running statistics) where the model has them."""
+  return _read(step_dir, _variable_shapes(step_dir))
+
+
+def _read(step_dir: str | epath.PathLike, item: dict[str, Any]) -> dict[str, Any]:
+  """The parts ``item`` (a subtree of ShapeDtypeStructs) of a checkpoint's state, as numpy."""
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
   handler = ocp.PyTreeCheckpointHandler()
   try:
@@ -80,7 +98,7 @@ def load_params(step_dir: str | epath.PathLike) -> dict[str, Any]:
         item=item, restore_args=restore_args, partial_restore=True))
   finally:
     handler.close()
-  return restored["params"]
+  return restored
 
 
 def read_progress(step_dir: str | epath.PathLike) -> dict[str, Any]:
@@ -108,9 +126,13 @@ def _tuples(value: Any) -> Any:
 
 def load_model(workdir: str | epath.PathLike
                ) -> tuple[models.GatedMLPClassifier, dict[str, Any], dict[str, Any]]:
-  """``(model, params, config)`` of a workdir's preferred checkpoint (see ``find_checkpoint``)."""
+  """``(model, variables, config)`` of a workdir's preferred checkpoint (``find_checkpoint``).
+
+  ``variables``: ``{"params": ...}``, and for a model with a BatchNorm stem its running statistics
+  under ``"batch_stats"`` (``model.apply(variables, images)`` evaluates; the figures take them).
+  """
   step_dir = find_checkpoint(workdir)
   config = load_config(workdir)
-  params = load_params(step_dir)
-  num_classes = params["head"]["kernel"].shape[-1]  # Dense kernel: (d_model, num_classes)
-  return build_model(config, num_classes), params, config
+  variables = load_variables(step_dir)
+  num_classes = variables["params"]["head"]["kernel"].shape[-1]  # Dense kernel: (d_model, K)
+  return build_model(config, num_classes), variables, config

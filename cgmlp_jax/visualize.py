@@ -41,7 +41,9 @@ KINDS = ("feature_maps", "saliency", "token_gating", "channel_gating")
 GRID_COLUMNS = 8  # feature-map channels per row
 # What a stem layer computes before its max-pool, by ``conv_norm`` (stems.NORMS), for the titles.
 STEM_LAYER_OPS = {"group": "conv + GroupNorm + ReLU", "layer": "conv + LayerNorm + ReLU",
-                  "none": "conv + ReLU"}
+                  "batch": "conv + BatchNorm + ReLU", "none": "conv + ReLU"}
+# A model's parameters, or its variables {"params": ..., "batch_stats": ...} (models.as_variables),
+# which a model with a BatchNorm stem needs: its figures use the running statistics (inference).
 Params = dict[str, Any]
 
 
@@ -79,9 +81,11 @@ def feature_maps(model: models.GatedMLPClassifier, params: Params, images, out_d
                  mean=data.CIFAR10_MEAN, std=data.CIFAR10_STD) -> list[str]:
   """One PNG per image and stem layer: the first ``max_channels`` channels as a grid.
 
-  ``images``: uint8 (H, W, 3) square images (a batch array or a list); ``layers``: conv-stem layer
-  indices (default all); ``labels`` / ``class_names``: for the titles; ``mean`` / ``std``: the
-  normalisation the model was trained with.
+  ``params``: the model's parameters or variables (with a BatchNorm stem: its variables, whose
+  running statistics normalise, as in evaluation); ``images``: uint8 (H, W, 3) square images (a
+  batch array or a list); ``layers``: conv-stem layer indices (default all); ``labels`` /
+  ``class_names``: for the titles; ``mean`` / ``std``: the normalisation the model was trained
+  with.
   """
   if not model.conv_layers:
     raise ValueError(f"The model has no conv stem (it is a gMLP with a {model.patch_size}x"
@@ -123,7 +127,7 @@ def feature_maps(model: models.GatedMLPClassifier, params: Params, images, out_d
 @functools.partial(jax.jit, static_argnames="model")
 def _stem_activations(model: models.GatedMLPClassifier, params: Params, x: jax.Array):
   """``(logits (B, K), {"layer{i}": (B, H_i, W_i, F_i)})`` of inputs x (B, S, S, 3)."""
-  logits, state = model.apply({"params": params}, x, mutable=["intermediates"])
+  logits, state = model.apply(models.as_variables(params), x, mutable=["intermediates"])
   return logits, {name: sown[0] for name, sown in state["intermediates"]["stem"].items()}
 
 
@@ -132,10 +136,10 @@ def saliency_maps(model: models.GatedMLPClassifier, params: Params, x: jax.Array
                   ) -> tuple[jax.Array, jax.Array]:
   """``(|gradient x input| summed over RGB (B, S, S), predicted classes (B,))`` of inputs x."""
   def predicted_logit(x):
-    logits = model.apply({"params": params}, x)  # (B, K)
+    logits = model.apply(models.as_variables(params), x)  # (B, K)
     pred = jnp.argmax(logits, axis=-1)
-    # Examples do not interact (no batch statistics), so the gradient of the sum over the batch
-    # is each example's own gradient.
+    # Examples do not interact (a BatchNorm stem uses its running statistics here), so the
+    # gradient of the sum over the batch is each example's own gradient.
     return jnp.take_along_axis(logits, pred[:, None], axis=1).sum(), pred
 
   grads, preds = jax.grad(predicted_logit, has_aux=True)(x)  # (B, S, S, 3), x: normalised
@@ -147,12 +151,13 @@ def smoothgrad_maps(model: models.GatedMLPClassifier, params: Params, x: jax.Arr
                     key: jax.Array, samples: int = 32, noise: float = 0.15) -> jax.Array:
   """SmoothGrad: |mean gradient of the predicted logit| over ``samples`` copies of x with Gaussian
   noise (std ``noise`` x each image's value range), summed over RGB: (B, S, S)."""
-  pred = jnp.argmax(model.apply({"params": params}, x), axis=-1)  # (B,), of the clean images
+  variables = models.as_variables(params)
+  pred = jnp.argmax(model.apply(variables, x), axis=-1)  # (B,), of the clean images
   scale = noise * (x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3)))[:, None, None, None]
 
   def gradient(key):
     noisy = x + scale * jax.random.normal(key, x.shape)
-    return jax.grad(lambda z: jnp.take_along_axis(model.apply({"params": params}, z),
+    return jax.grad(lambda z: jnp.take_along_axis(model.apply(variables, z),
                                                   pred[:, None], axis=1).sum())(noisy)
 
   grads = jax.lax.map(gradient, jax.random.split(key, samples))  # (samples, B, S, S, 3)
@@ -172,7 +177,7 @@ def token_grad_cam(model: models.GatedMLPClassifier, params: Params, x: jax.Arra
       return out + delta if is_last else out
 
     with nn.intercept_methods(add_delta):
-      logits, state = model.apply({"params": params}, x, mutable=["intermediates"])
+      logits, state = model.apply(models.as_variables(params), x, mutable=["intermediates"])
     pred = jnp.argmax(logits, axis=-1)
     tokens = state["intermediates"][last]["output"][0]  # (B, N, D), before delta
     return jnp.take_along_axis(logits, pred[:, None], axis=1).sum(), tokens
@@ -219,7 +224,7 @@ def saliency(model: models.GatedMLPClassifier, params: Params, images, out_dir: 
 def gating_blocks(params: Params, axis: str) -> list[int]:
   """Indices of the blocks whose gating unit mixes along ``axis`` ("token" or "channel")."""
   key = {"token": "kernel", "channel": "proj"}[axis]
-  return sorted(int(name[len("block"):]) for name, p in params.items()
+  return sorted(int(name[len("block"):]) for name, p in models.params_of(params).items()
                 if re.fullmatch(r"block\d+", name) and key in p["gating"])
 
 
@@ -236,7 +241,7 @@ def token_gating(params: Params, out_dir: str, *, blocks: Sequence[int] | None =
                  positions: Sequence[int] | None = None) -> list[str]:
   """One PNG per token-gating block: for a few output tokens (``positions``, flat indices; default
   corners, edge midpoints and centre), their row of the N x N projection on the token grid."""
-  paths = []
+  paths, params = [], models.params_of(params)
   for i in _gating_blocks(params, "token", blocks):
     kernel = np.asarray(params[f"block{i}"]["gating"]["kernel"])  # (N_out, N_in)
     side = math.isqrt(kernel.shape[0])  # the token grid is square: side x side = N
@@ -267,7 +272,7 @@ def token_gating(params: Params, out_dir: str, *, blocks: Sequence[int] | None =
 def channel_gating(params: Params, out_dir: str, *, blocks: Sequence[int] | None = None
                    ) -> list[str]:
   """One PNG per channel-gating block: its C x C projection as a heat map."""
-  paths = []
+  paths, params = [], models.params_of(params)
   for i in _gating_blocks(params, "channel", blocks):
     kernel = np.asarray(params[f"block{i}"]["gating"]["proj"]["kernel"]).T  # (C_out, C_in)
     vmax = float(np.abs(kernel).max()) or 1.0

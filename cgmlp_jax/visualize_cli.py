@@ -82,33 +82,41 @@ def _inputs(args: argparse.Namespace, config: dict[str, Any]):
 
 
 def _model(args: argparse.Namespace, class_names):
+  """``(model, variables)``: a checkpoint's, or a variant's fresh ones."""
   if args.workdir:
-    model, params, _ = restore.load_model(args.workdir)
-    return model, params
+    model, variables, _ = restore.load_model(args.workdir)
+    return model, variables
   num_classes = args.num_classes or (len(class_names) if class_names else None)
   if not num_classes:
     raise ValueError("--model needs --num_classes (or --indices of a dataset, which gives it).")
   model = models.get(args.model, num_classes=num_classes)
-  return model, fresh_params(model, args.seed)
+  return model, fresh_variables(model, args.seed)
 
 
 @functools.partial(jax.jit, static_argnames="model")
 def _init(model: models.GatedMLPClassifier, key: jax.Array) -> dict[str, Any]:
   dummy = jnp.zeros((1, model.image_size, model.image_size, 3), jnp.float32)
-  return model.init(key, dummy)["params"]
+  return model.init(key, dummy)
+
+
+def fresh_variables(model: models.GatedMLPClassifier, seed: int = 0) -> dict[str, Any]:
+  """Newly initialised variables: parameters, and for a BatchNorm stem its initial statistics
+  (mean 0, variance 1). The key is an "rbg" one: the same initialisers, another random stream,
+  and on CPU the init compiles several times faster than with the default threefry."""
+  return _init(model, jax.random.key(seed, impl="rbg"))
 
 
 def fresh_params(model: models.GatedMLPClassifier, seed: int = 0) -> dict[str, Any]:
-  """Newly initialised parameters. The key is an "rbg" one: the same initialisers, another random
-  stream, and on CPU the init compiles several times faster than with the default threefry."""
-  return _init(model, jax.random.key(seed, impl="rbg"))
+  """Newly initialised parameters (``fresh_variables``' ``"params"``)."""
+  return fresh_variables(model, seed)["params"]
 
 
 def run(args: argparse.Namespace) -> list[str]:
   """Draws the figures ``args`` ask for; returns the PNG paths."""
   config = restore.load_config(args.workdir) if args.workdir else {}
   images, labels, class_names = _inputs(args, config)
-  model, params = _model(args, class_names)
+  model, variables = _model(args, class_names)
+  params = variables["params"]
   augment = config.get("augment", {})
   mean, std = data.dataset_stats(config.get("dataset", "cifar10"))
   norm = dict(mean=augment.get("mean") or mean, std=augment.get("std") or std)
@@ -137,10 +145,10 @@ def run(args: argparse.Namespace) -> list[str]:
       raise ValueError(f"{kind} needs images: give --indices (of --dataset) or --images.")
     shown = dict(labels=labels, class_names=class_names, **norm)
     if kind == "feature_maps":
-      paths += visualize.feature_maps(model, params, images, args.out, layers=args.layers,
+      paths += visualize.feature_maps(model, variables, images, args.out, layers=args.layers,
                                       max_channels=args.max_channels, **shown)
     elif kind == "saliency":
-      paths += visualize.saliency(model, params, images, args.out, **shown)
+      paths += visualize.saliency(model, variables, images, args.out, **shown)
     else:
       axis = kind.split("_")[0]
       blocks = gating[axis] or args.blocks  # none selected: the API says which are valid

@@ -11,28 +11,28 @@ and batch size as configs/paper.py, with the changes a run of a few epochs needs
 (the paper's recipe keeps a constant 3e-3 until a validation plateau, which a 5-epoch budget never
 reaches, so it ends on an un-annealed, noisy model).
 
-``recipe=short`` (default; docs/cpu_fast):
+``recipe=short`` (default; docs/log/cpu_fast):
   * learning rate 2e-3, 0.5 warm-up epochs, then cosine decay to 0 at the last step;
   * random crop (pad 4) + flip instead of zoom + flip, label smoothing 0.1;
   * no dropout by default (``dropout=0.1`` puts it back in the blocks and before the head);
   * gradient clipping at norm 1, weight decay 0.05 (optax convention, = 1e-4 at lr 2e-3);
   * 5 epochs, no early stopping (the schedule is fixed in advance).
-``recipe=fast`` (docs/cpu_fast2) spends the 45-minute budget differently, same data and augmentation:
+``recipe=fast`` (docs/log/cpu_fast2) spends the 45-minute budget differently, same data and augmentation:
   * the conv stem twice as wide (CgMLP-2conv 64 + 128 filters, CgMLP-1conv 128) and without
     GroupNorm, which at 32x32 costs more than the convolutions (BENCHMARKS.md);
   * d_ffn 256 instead of 512 (the blocks' cost halves);
   * stochastic depth 0.1 instead of dropout;
   * lr 3e-3, 0.3 warm-up epochs, cosine to 0 over 7 epochs (``epochs=10`` fills the 45 minutes
-    since training runs on two CPU devices: docs/cpu_fast3; on a machine that benchmarks
-    CgMLP-2conv at ~300 img/s, ``epochs=15`` fits them: docs/cpu_fast6).
-Expected on CIFAR-10 (../shared/tfds, 5,000 held-out validation images): docs/cpu_fast/README.md,
-docs/cpu_fast2/README.md, docs/cpu_fast3/README.md (CgMLP-2conv, ``epochs=10``: 77.4 %) and
-docs/cpu_fast6/README.md (``epochs=15``: CgMLP-2conv 79.2 % in 44.6 min, gMLP 74.6 %).
+    since training runs on two CPU devices: docs/log/cpu_fast3; on a machine that benchmarks
+    CgMLP-2conv at ~300 img/s, ``epochs=15`` fits them: docs/log/cpu_fast6).
+Expected on CIFAR-10 (../shared/tfds, 5,000 held-out validation images): docs/log/cpu_fast/README.md,
+docs/log/cpu_fast2/README.md, docs/log/cpu_fast3/README.md (CgMLP-2conv, ``epochs=10``: 77.4 %) and
+docs/log/cpu_fast6/README.md (``epochs=15``: CgMLP-2conv 79.2 % in 44.6 min, gMLP 74.6 %).
 Tried without gain: no stochastic depth with flip test-time augmentation
-(``--config.model_kw.drop_path_rate=0.0 --config.eval_flip=True``): 76.8 % (docs/cpu_fast4);
+(``--config.model_kw.drop_path_rate=0.0 --config.eval_flip=True``): 76.8 % (docs/log/cpu_fast4);
 batch 64 at lr 2e-3: 77.0 %; a third conv layer, GroupNorm in the stem: behind after their first
-epochs and slower (docs/cpu_fast5); the second conv layer twice as wide (256 filters): behind after
-two epochs (docs/cpu_fast6).
+epochs and slower (docs/log/cpu_fast5); the second conv layer twice as wide (256 filters): behind after
+two epochs (docs/log/cpu_fast6).
 """
 import ml_collections
 

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import jax
@@ -182,3 +183,88 @@ def test_changed_config_is_refused_or_shown_and_the_old_one_kept(straight_run, t
   assert "num_epochs: 2 -> 3" in capsys.readouterr().out
   assert (workdir / "config.previous-1.json").read_text() == recorded
   assert json.loads((workdir / "config.json").read_text())["num_epochs"] == 3
+
+
+# Tiny runs on 2 CPU devices (the default cpu_devices), argv[2] steps per epoch and no metric read
+# within one, over random in-memory data (38,400 mock TFDS examples take ~20 s to make): epoch 1 to
+# its end, then, resumed in the same process (no second start-up), epoch 2, stopped by the test's
+# SIGTERM. test_gmlp 4x wider: a step slow enough next to its dispatch for the host to run ahead.
+LOADED_RUN = """
+import os
+import sys
+import numpy as np
+import cgmlp_jax
+from cgmlp_jax import data
+from cgmlp_jax.train import Interrupted, loop
+sys.path.insert(0, "tests")
+from tiny_run import tiny_config
+workdir, steps, signal_at = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+n, rng = 128 * steps, np.random.default_rng(0)
+train = data.ArraySplit(rng.integers(0, 256, (n, 32, 32, 3), np.uint8),
+                        rng.integers(0, 10, n, np.int32), 10, tuple("0123456789"))
+loop.load_data = lambda config, image_size: {"train": train}
+prefetch, report = data.prefetch, {1: "compiled"}
+def reporting_prefetch(*args, **kwargs):
+  for step, batch in enumerate(prefetch(*args, **kwargs), 1):
+    yield batch
+    if step in report:
+      print(report.pop(step), flush=True)
+data.prefetch = reporting_prefetch
+config = tiny_config(model="test_gmlp", model_kw={"d_model": 64, "d_ffn": 128}, cpu_devices=2,
+                     batch_size=128, num_epochs=1,
+                     log_every_steps=10 * steps, checkpoint_every_steps=10 * steps,
+                     holdout_fraction=0.0, test_split="")
+config.optimizer.schedule = "constant"  # unlike "cosine", the same program for 2 epochs
+print(f"finished at step {loop.train_and_evaluate(config, workdir)['step']}", flush=True)
+report[signal_at] = "signal me"
+config.num_epochs = 2
+try:
+  loop.train_and_evaluate(config, workdir)
+except Interrupted as e:
+  print(e, flush=True)
+  os._exit(128 + e.signum)  # skips Python's exit-time collection of everything (seconds)
+"""
+
+
+def test_two_cpu_devices_under_load_neither_abort_nor_ignore_sigterm(tmp_path):
+  """Hundreds of steps between metric reads while other processes keep the cores busy: this
+  aborted in XLA:CPU's all-reduce, deaf to SIGTERM, with the host far ahead of the devices (README
+  "Failures"). Now the epoch ends, and SIGTERM stops the next one within a step or two."""
+  workdir, steps, signal_at = tmp_path / "run", 300, 50
+  env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla_cache"),  # for epoch 2
+         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+  process = subprocess.Popen(
+      [sys.executable, "-c", LOADED_RUN, str(workdir), str(steps), str(signal_at)], env=env,
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=TINY_RUN.parent.parent)
+  lines, seen = [], {key: threading.Event() for key in ("compiled", "signal me", "Stopped by")}
+
+  def read():
+    for line in process.stdout:
+      lines.append(line)
+      for key, event in seen.items():
+        if line.startswith(key):
+          event.set()
+
+  reader, load = threading.Thread(target=read, daemon=True), []
+  reader.start()
+  try:
+    assert seen["compiled"].wait(timeout=120), "".join(lines)
+    # Loaded once compiled: the start-up needs no slowing down.
+    load = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    assert seen["signal me"].wait(timeout=120), "".join(lines)  # an abort takes 40 s
+    process.send_signal(signal.SIGTERM)
+    signalled = time.perf_counter()
+    assert seen["Stopped by"].wait(timeout=60), "".join(lines)
+    assert time.perf_counter() - signalled < 10, "".join(lines)  # the checkpoint is saved
+    assert process.wait(timeout=60) == 128 + signal.SIGTERM, "".join(lines)
+  finally:
+    process.kill()
+    for p in load:
+      p.kill()
+      p.wait()
+  reader.join(timeout=10)
+  output = "".join(lines)
+  assert f"finished at step {steps}" in output
+  stopped_at = checkpoint_steps(workdir)[-1]
+  assert steps + signal_at <= stopped_at <= steps + signal_at + 3, output
+  assert f"Stopped by SIGTERM at step {stopped_at}" in output

@@ -1,4 +1,5 @@
 """Tests of cgmlp_jax.models on tiny variants (16x16 images), CPU, a few seconds in all."""
+import functools
 import math
 
 import flax.linen as nn
@@ -260,3 +261,38 @@ def test_group_norm_values_gradients_and_params_equal_flax_group_norm():
       lambda p, x: jnp.sum(jnp.sin(norm.apply({"params": p}, x))), argnums=(0, 1))(params, x)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4),
                loss(ours), loss(flax_norm))
+
+
+def test_batch_norm_stem_trains_on_batch_statistics_and_evaluates_on_running_ones():
+  model = models.get("test_cgmlp_bn", num_classes=NUM_CLASSES)
+  assert model.uses_batch_stats and not models.get("test_cgmlp", num_classes=10).uses_batch_stats
+  x = 3.0 * _images() + 1.0
+  variables = jax.jit(model.init)(jax.random.key(0, impl="rbg"), x)  # rbg: compiles faster
+  assert set(variables) == {"params", "batch_stats"}  # init: running mean 0, variance 1
+  stats = variables["batch_stats"]["stem"]["norm0"]
+  np.testing.assert_array_equal(stats["mean"], np.zeros(8))
+  np.testing.assert_array_equal(stats["var"], np.ones(8))
+  assert "bias" not in variables["params"]["stem"]["conv0"]  # the norm's bias replaces it
+
+  def train(variables, x):
+    return model.apply(variables, x, train=True, mutable=["batch_stats", "intermediates"])
+
+  logits, updated = jax.jit(train)(variables, x)
+  # Training: the conv output normalised with this batch's per-channel statistics (scale 1, bias
+  # 0 at init), and running averages moved 10 % of the way (momentum 0.9).
+  conv = models.stems.Conv(8, 3, use_bias=False).apply(
+      {"params": variables["params"]["stem"]["conv0"]}, x)
+  mean, var = conv.mean(axis=(0, 1, 2)), conv.var(axis=(0, 1, 2))
+  expected = np.maximum((conv - mean) / np.sqrt(var + 1e-5), 0)
+  np.testing.assert_allclose(updated["intermediates"]["stem"]["layer0"][0], expected, atol=1e-4)
+  new = updated["batch_stats"]["stem"]["norm0"]
+  np.testing.assert_allclose(new["mean"], 0.1 * mean, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(new["var"], 0.9 + 0.1 * var, rtol=1e-4)
+  # Evaluation: the running statistics (so an example's output does not depend on its batch).
+  trained = {"params": variables["params"], "batch_stats": updated["batch_stats"]}
+  _, sown = jax.jit(functools.partial(model.apply, mutable=["intermediates"]))(trained, x)
+  np.testing.assert_allclose(sown["intermediates"]["stem"]["layer0"][0],
+                             np.maximum((conv - 0.1 * mean) / np.sqrt(0.9 + 0.1 * var + 1e-5), 0),
+                             atol=1e-4)
+  assert models.as_variables(trained) == trained
+  assert models.as_variables(trained["params"]) == {"params": trained["params"]}

@@ -10,13 +10,15 @@ import sys
 import jax
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from cgmlp_jax import data as data_lib, parallel
+from cgmlp_jax import data as data_lib, parallel, restore
 from cgmlp_jax.errors import ConfigError
 from cgmlp_jax.train import config as config_lib, loop, optim, state as state_lib
+from cgmlp_jax.train.checkpoint import CheckpointError, Checkpoints
 from cgmlp_jax.train import step as step_lib
 from tiny_run import NUM_EXAMPLES, final_params, run, tiny_config
 
@@ -130,6 +132,96 @@ def test_evaluation_counts_every_example_once(step_setup):
   assert result["loss"] == pytest.approx(np.log(10), rel=1e-5)
 
 
+@pytest.fixture(scope="module")
+def batchnorm_setup(step_setup):
+  """``test_cgmlp_bn`` (a BatchNorm stem), its state under plain SGD, no augmentation."""
+  *_, images, labels = step_setup
+  model = config_lib.build_model(tiny_config(model="test_cgmlp_bn"), num_classes=10)
+  tx = optax.sgd(0.1)
+  state = jax.jit(functools.partial(state_lib.create, model, tx, 0))()
+  no_augment = data_lib.AugmentConfig(image_size=16, crop_padding=0, flip=False)
+  return model, tx, no_augment, state, images, labels
+
+
+def test_batchnorm_step_on_the_mesh_uses_the_global_batch_statistics(batchnorm_setup):
+  model, tx, no_augment, state, images, labels = batchnorm_setup
+  assert set(state.variables) == {"params", "batch_stats"}
+  train_step = step_lib.make_train_step(model, tx, no_augment, 10, 0.0)
+  mesh = parallel.make_mesh()
+  rep, batch = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  sharded = jax.jit(train_step, in_shardings=(rep, rep, batch, batch), out_shardings=(rep, rep))
+  out_state, metrics = sharded(state, step_lib.zero_metrics(train=True),
+                               *parallel.to_global(mesh, (images, labels)))
+  # Reference: the model applied to the whole batch of 16 at once, on one device.
+  apply = jax.jit(functools.partial(model.apply, train=True, mutable=["batch_stats"]))
+  inputs = data_lib.normalize(images, no_augment)
+  logits, updated = apply(state.variables, inputs)
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+  assert float(metrics["loss"] / metrics["count"]) == pytest.approx(float(loss), rel=1e-5)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6),
+               out_state.batch_stats, updated["batch_stats"])
+  # ... and not what one device's 2 examples would give.
+  _, local = apply(state.variables, inputs[:2])
+  assert not np.allclose(out_state.batch_stats["stem"]["norm0"]["mean"],
+                         local["batch_stats"]["stem"]["norm0"]["mean"], rtol=1e-3)
+  assert not np.allclose(out_state.batch_stats["stem"]["norm0"]["mean"], 0.0)
+
+
+def test_skipped_nonfinite_step_keeps_the_batch_statistics(batchnorm_setup):
+  model, _, no_augment, state, images, labels = batchnorm_setup
+  tx = optax.sgd(float("nan"))  # every update non-finite
+  train_step = jax.jit(step_lib.make_train_step(model, tx, no_augment, 10, 0.0))
+  out_state, metrics = train_step(state, step_lib.zero_metrics(train=True), images, labels)
+  assert int(metrics["nonfinite"]) == 1 and int(out_state.step) == 1
+  jax.tree.map(np.testing.assert_array_equal, out_state.variables, state.variables)
+
+
+def test_checkpoints_of_models_without_batchnorm_keep_their_tree(step_setup, batchnorm_setup,
+                                                                tmp_path):
+  """No ``batch_stats`` is written for them, and checkpoints written before the field existed
+  (a state of step, params, opt_state, rng) restore; not into a model with BatchNorm, though."""
+  _, _, _, state, _, _ = step_setup
+  assert state.batch_stats == {} and set(state.variables) == {"params"}
+  abstract = jax.eval_shape(lambda: state)
+  old = {"step": state.step, "params": state.params, "opt_state": state.opt_state,
+         "rng": state.rng}
+  with ocp.CheckpointManager(tmp_path / "old" / "checkpoints", item_names=("state", "progress")
+                             ) as manager:  # as the code before BatchNorm wrote them
+    manager.save(3, args=ocp.args.Composite(state=ocp.args.StandardSave(old),
+                                            progress=ocp.args.JsonSave({"history": []})))
+  restored, _ = Checkpoints(tmp_path / "old", keep=1).restore_latest(abstract)
+  assert isinstance(restored, state_lib.TrainState) and restored.batch_stats == {}
+  jax.tree.map(np.testing.assert_array_equal, restored, state)
+  checkpoints = Checkpoints(tmp_path / "new", keep=1)
+  checkpoints.save(3, state, {"history": []})
+  checkpoints.close()
+  stored = ocp.StandardCheckpointHandler().metadata(tmp_path / "new" / "checkpoints" / "3" /
+                                                    "state").tree
+  assert set(stored) == set(old)
+  bn_state, checkpoints = batchnorm_setup[3], Checkpoints(tmp_path / "new", keep=1)
+  with pytest.raises(CheckpointError, match=r"does not fit the model(.|\n)*batch_stats/stem/norm0/"
+                                            r"mean: in the model, not in the checkpoint"):
+    checkpoints.restore_latest(jax.eval_shape(lambda: bn_state))
+  checkpoints.close()
+
+
+def test_batchnorm_run_checkpoints_its_statistics_and_resumes_exactly(tmp_path, monkeypatch):
+  config = tiny_config(model="test_cgmlp_bn", num_epochs=1)  # checkpoints at steps 2, 4, 5
+  summary = run(config, tmp_path / "straight")
+  final = restore.load_variables(tmp_path / "straight" / "checkpoints" / "5")
+  mean = final["batch_stats"]["stem"]["norm0"]["mean"]
+  assert mean.shape == (8,) and np.all(np.isfinite(mean)) and np.any(mean != 0)
+  # Restored mid-epoch, training continues from the checkpointed statistics as if never stopped.
+  shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
+  for step in ("4", "5"):
+    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / step)
+  shutil.rmtree(tmp_path / "resumed" / "best")
+  resumed = run(config, tmp_path / "resumed")
+  jax.tree.map(np.testing.assert_array_equal,
+               restore.load_variables(tmp_path / "resumed" / "checkpoints" / "5"), final)
+  assert resumed["test"] == pytest.approx(summary["test"])  # evaluated with the statistics
+
+
 def test_label_rank_agrees_with_top_k_including_ties():
   rng = np.random.default_rng(0)
   logits = rng.integers(0, 4, (64, 10)).astype(np.float32)  # many ties
@@ -166,6 +258,7 @@ def test_flip_evaluation_is_mirror_invariant(step_setup):
     (dict(holdout_fraction=0.0), r"'plateau' and early_stopping.patience > 0 need a validation"),
     (dict(cpu_devices=-1), r"cpu_devices must be >= 0"),
     (dict(eval_batch_size=0), r"eval_batch_size must be positive"),
+    (dict(max_steps_ahead=0), r"max_steps_ahead must be positive"),
     (dict(optimizer=dict(learning_rate=-1e-3)), r"learning_rate=-0.001 cannot train; it must be > 0"),
     (dict(optimizer=dict(weight_decay=-0.1)), r"weight_decay=-0.1 cannot train; it must be >= 0"),
     (dict(label_smoothing=1.0), r"label_smoothing=1.0 cannot train; it must be in \[0, 1\)"),

@@ -18,6 +18,8 @@ from cgmlp_jax import data
 from cgmlp_jax import images as images_lib
 from cgmlp_jax import models, restore, visualize, visualize_cli
 from cgmlp_jax.models import stems
+from cgmlp_jax.train.checkpoint import Checkpoints
+from cgmlp_jax.train.state import TrainState
 
 NUM_CLASSES = 10
 CLASS_NAMES = tuple(f"name{k}" for k in range(NUM_CLASSES))
@@ -148,15 +150,42 @@ def test_gating_blocks_and_positions(params, tmp_path):
 def test_checkpoint_round_trip(workdir, model, params):
   assert restore.find_checkpoint(workdir) == workdir / "best" / "7"  # best before latest
   assert restore.checkpoint_steps(workdir / "checkpoints") == [9]
-  loaded, loaded_params, config = restore.load_model(workdir)
+  loaded, variables, config = restore.load_model(workdir)
   assert loaded == model and config["dataset"] == "cifar10"
-  jax.tree.map(np.testing.assert_array_equal, loaded_params, jax.device_get(params))
+  jax.tree.map(np.testing.assert_array_equal, variables, {"params": jax.device_get(params)})
 
 
 def test_checkpoint_from_a_relative_workdir(workdir, params, monkeypatch):
   monkeypatch.chdir(workdir.parent)
-  _, loaded_params, _ = restore.load_model(workdir.name)  # orbax itself needs absolute paths
-  jax.tree.map(np.testing.assert_array_equal, loaded_params, jax.device_get(params))
+  _, variables, _ = restore.load_model(workdir.name)  # orbax itself needs absolute paths
+  jax.tree.map(np.testing.assert_array_equal, variables["params"], jax.device_get(params))
+
+
+def test_feature_maps_of_a_batchnorm_model_use_its_checkpointed_statistics(images, tmp_path):
+  model = models.get("test_cgmlp_bn", num_classes=NUM_CLASSES)
+  params = visualize_cli.fresh_variables(model)["params"]
+  stats = {"stem": {"norm0": {"mean": np.full(8, 0.5, np.float32),
+                              "var": np.full(8, 4.0, np.float32)}}}
+  (tmp_path / "config.json").write_text(json.dumps({"model": "test_cgmlp_bn", "model_kw": {}}))
+  checkpoints = Checkpoints(tmp_path, keep=1)  # as training writes them
+  checkpoints.save(3, TrainState(step=np.int32(3), params=params, opt_state={},
+                                 rng=np.zeros(2, np.uint32), batch_stats=stats), {"history": []})
+  checkpoints.close()
+  loaded, variables, _ = restore.load_model(tmp_path)
+  assert loaded == model
+  jax.tree.map(np.testing.assert_array_equal, variables,
+               {"params": jax.device_get(params), "batch_stats": stats})
+  x, _ = images_lib.preprocess(images, model.image_size)
+  _, acts = visualize._stem_activations(model, variables, x)
+  conv = stems.Conv(8, 3, use_bias=False).apply({"params": params["stem"]["conv0"]}, x)
+  np.testing.assert_allclose(acts["layer0"], np.maximum((conv - 0.5) / np.sqrt(4.0 + 1e-5), 0),
+                             rtol=1e-5, atol=1e-5)  # normalised with the running statistics
+  out = tmp_path / "out"
+  visualize_cli.main(["--workdir", str(tmp_path), "--images", *_files(tmp_path, images),
+                      "--what", "feature_maps", "--out", str(out)])
+  names, shape = EXPECTED["feature_maps"]
+  assert sorted(p.name for p in out.iterdir()) == names
+  assert all(mpimg.imread(out / name).shape == (*shape, 4) for name in names)
 
 
 def test_cli_from_checkpoint_and_files(workdir, images, tmp_path, capsys):

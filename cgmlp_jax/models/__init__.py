@@ -5,14 +5,18 @@
     variables = model.init(jax.random.key(0), images)          # images: (B, 64, 64, 3)
     logits = model.apply(variables, images, train=True, rngs={"dropout": key})
 
+A model with a BatchNorm conv stem (``conv_norm="batch"``) also has ``variables["batch_stats"]``:
+train with ``mutable=["batch_stats"]`` and keep the updated statistics (see ``classifier``).
+
 See ``registry`` for the named variants and their sizes.
 """
 from cgmlp_jax.models import norms, stems
 from cgmlp_jax.models.blocks import DropPath, GMLPBlock
-from cgmlp_jax.models.classifier import GatedMLPClassifier, resolve_axes
+from cgmlp_jax.models.classifier import GatedMLPClassifier, as_variables, params_of, resolve_axes
 from cgmlp_jax.models.gating import SpatialGatingUnit
 from cgmlp_jax.models.registry import FIELDS, VARIANTS, get
 from cgmlp_jax.models.stems import ConvStem, PatchStem, token_grid
 
 __all__ = ["FIELDS", "ConvStem", "DropPath", "GMLPBlock", "GatedMLPClassifier", "PatchStem",
-           "SpatialGatingUnit", "VARIANTS", "get", "resolve_axes", "token_grid"]
+           "SpatialGatingUnit", "VARIANTS", "as_variables", "get", "params_of", "resolve_axes",
+           "token_grid"]

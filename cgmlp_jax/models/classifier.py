@@ -10,6 +10,10 @@ entry per block, or a shorthand: ``"token"``, ``"channel"``, ``"alternate"`` (to
 
 Shapes: images ``(B, image_size, image_size, 3)`` -> logits ``(B, num_classes)`` in float32.
 Every block's output is sown into ``"intermediates"`` as ``block{i}/output`` (free unless mutable).
+
+Variables: ``{"params": ...}``, and with a BatchNorm conv stem (``conv_norm="batch"``,
+``uses_batch_stats``) also ``{"batch_stats": ...}``, the running statistics: training applies the
+model with ``mutable=["batch_stats"]`` and keeps the updated ones, evaluation reads them.
 """
 from typing import Any, Sequence
 
@@ -43,6 +47,18 @@ def resolve_axes(axes: str | Sequence[str], depth: int) -> tuple[str, ...]:
   return axes
 
 
+def as_variables(weights: Any) -> dict[str, Any]:
+  """A model's variables from what is at hand: its parameters alone (the tree under ``"params"``),
+  or its variables ``{"params": ..., "batch_stats": ...}``, which a model with a BatchNorm stem
+  needs for inference. (A parameter tree's top-level keys are module names, never ``"params"``.)"""
+  return dict(weights) if "params" in weights else {"params": weights}
+
+
+def params_of(weights: Any) -> Any:
+  """The parameters of ``weights`` (parameters alone, or variables; see ``as_variables``)."""
+  return as_variables(weights)["params"]
+
+
 class GatedMLPClassifier(nn.Module):
   """gMLP / CgMLP image classifier (see module docstring)."""
   num_classes: int
@@ -70,6 +86,11 @@ class GatedMLPClassifier(nn.Module):
   def block_axes(self) -> tuple[str, ...]:
     return resolve_axes(self.axes, self.depth)
 
+  @property
+  def uses_batch_stats(self) -> bool:
+    """Whether the model has a ``"batch_stats"`` collection (a BatchNorm conv stem)."""
+    return bool(self.conv_layers) and self.conv_norm == "batch"
+
   @nn.compact
   def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
     # images: (B, S, S, C)
@@ -83,7 +104,7 @@ class GatedMLPClassifier(nn.Module):
     check_style(self.block_style)
     if self.conv_layers:
       x = ConvStem(self.conv_layers, self.patch_size, self.d_model, norm=self.conv_norm,
-                   name="stem", **kw)(images)
+                   name="stem", **kw)(images, train=train)
     else:
       x = PatchStem(self.patch_size, self.d_model, name="stem", **kw)(images)  # (B, N, D)
     for i, axis in enumerate(block_axes):

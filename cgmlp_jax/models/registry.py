@@ -17,6 +17,7 @@
 | `cgmlp_2conv_mixed_small` | 32x32 | 64 | conv 32+64, patch 1 | 128 | 512 | 4 | alternate | 695,816 | 0.111 |
 | `test_gmlp` | 16x16 | 16 | patch 4 | 16 | 32 | 2 | token | 20,120 | 0.000 |
 | `test_cgmlp` | 16x16 | 16 | conv 8, patch 2 | 16 | 32 | 2 | alternate | 20,096 | 0.001 |
+| `test_cgmlp_bn` | 16x16 | 16 | conv 8, patch 2, batch norm | 16 | 32 | 2 | alternate | 20,096 | 0.001 |
 
 Parameters are for a 1000-class head (``python -m cgmlp_jax.models.summary`` prints this table for
 any ``--num_classes``); GFLOPs are XLA's cost analysis of one forward pass (multiply-add = 2 FLOPs).
@@ -30,13 +31,16 @@ any ``--num_classes``); GFLOPs are XLA's cost analysis of one forward pass (mult
 * ``cgmlp_1conv`` / ``cgmlp_2conv``: the same token budget and blocks behind one conv (64 filters) or
   two convs (32 then 64 filters), each 3x3 + GroupNorm + ReLU + 2x2 max-pool; the pooled map is
   patchified (4x4 resp. 2x2) to the same 8x8 grid of 64 tokens, so only the stem differs.
+  ``conv_norm`` chooses the stem's normalisation (stems.py): ``"group"`` (the default),
+  ``"layer"``, ``"batch"`` (BatchNorm, whose running statistics the train state carries and
+  checkpoints) or ``"none"``; e.g. ``get("cgmlp_2conv_small", num_classes=10, conv_norm="batch")``.
 * ``cgmlp_2conv_mixed``: ``cgmlp_2conv`` whose blocks alternate token and channel gating (the
   paper's "combination of both").
 * ``gmlp_ti16`` / ``gmlp_s16`` / ``gmlp_b16``: the gMLP paper's ImageNet models (Table 1: 6M, 20M,
   73M parameters; stochastic-depth survival 1.0 / 0.95 / 0.8).
 * ``*_small``: the paper's three architectures at native 32x32 CIFAR resolution with d_model 128,
   for CPU-scale experiments (``gmlp_keras_small``: the Keras example's block). ``test_*``: tiny
-  variants for unit tests.
+  variants for unit tests (``test_cgmlp_bn``: ``test_cgmlp`` with a BatchNorm stem).
 """
 import dataclasses
 from typing import Any
@@ -69,6 +73,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
                                     axes="alternate"),
     "test_gmlp": dict(_TEST, patch_size=4),
     "test_cgmlp": dict(_TEST, conv_layers=((8, 3, 2),), patch_size=2, axes="alternate"),
+    "test_cgmlp_bn": dict(_TEST, conv_layers=((8, 3, 2),), patch_size=2, axes="alternate",
+                          conv_norm="batch"),
 }
 FIELDS = tuple(f.name for f in dataclasses.fields(GatedMLPClassifier)
                 if f.name not in ("parent", "name"))

@@ -12,6 +12,12 @@ stateless, so training and evaluation compute the same function, nothing beyond 
 checkpointed or synchronised across devices, and it does not depend on the per-device batch size
 (which shrinks as devices are added); at CIFAR batch sizes it trains as well as BatchNorm
 (Wu & He, 2018). ``"layer"`` (per-pixel LayerNorm over channels) and ``"none"`` are the alternatives.
+
+``"batch"`` is BatchNorm (momentum 0.9, epsilon 1e-5), what most conv stems and fast CIFAR recipes
+use: in training (``train=True``) it normalises with the batch's statistics and updates running
+averages in the ``"batch_stats"`` collection (apply with ``mutable=["batch_stats"]``); in evaluation
+it uses those averages. Under ``jax.jit`` with the batch sharded across devices the statistics are
+the global batch's (XLA reduces across devices), so they do not depend on the device count.
 """
 import math
 from typing import Any, Sequence
@@ -24,7 +30,7 @@ from cgmlp_jax.models.norms import GroupNorm
 
 Dtype = Any
 ConvLayer = tuple[int, int, int]  # (filters, kernel size, max-pool size)
-NORMS = ("group", "layer", "none")
+NORMS = ("group", "layer", "batch", "none")
 
 
 def token_grid(image_size: int, patch_size: int, pools: Sequence[int] = ()) -> int:
@@ -137,7 +143,7 @@ class ConvStem(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, images: jax.Array) -> jax.Array:
+  def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
     if self.norm not in NORMS:
       raise ValueError(f"Unknown conv-stem norm {self.norm!r}; valid: {NORMS}.")
     token_grid(images.shape[1], self.patch_size, [pool for _, _, pool in self.layers])
@@ -151,6 +157,9 @@ class ConvStem(nn.Module):
       elif self.norm == "layer":
         x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype,
                          name=f"norm{i}")(x)
+      elif self.norm == "batch":
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                         dtype=self.dtype, param_dtype=self.param_dtype, name=f"norm{i}")(x)
       x = nn.relu(x)  # (B, H_i, W_i, filters)
       self.sow("intermediates", f"layer{i}", x)
       x = max_pool(x, pool)  # (B, H_i/pool, W_i/pool, filters)

@@ -36,6 +36,8 @@ def table(num_classes: int = 1000) -> str:
     m = registry.get(name, num_classes=num_classes)
     stem = (f"conv {'+'.join(str(f) for f, _, _ in m.conv_layers)}, patch {m.patch_size}"
             if m.conv_layers else f"patch {m.patch_size}")
+    if m.conv_layers and m.conv_norm != "group":  # the default, not shown
+      stem += f", {m.conv_norm} norm"
     axes = m.axes if isinstance(m.axes, str) else "/".join(m.axes)
     rows.append(f"| `{name}` | {m.image_size}x{m.image_size} | {m.num_tokens} | {stem} | "
                 f"{m.d_model} | {m.d_ffn} | {m.depth} | {axes} | {count_params(m):,} | "

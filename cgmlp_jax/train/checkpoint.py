@@ -5,7 +5,10 @@
 ``workdir/best/<step>``         : the state with the best validation metric so far (one kept).
 
 Each checkpoint holds two items: ``state`` (the TrainState pytree, sharded arrays, written by every
-process) and ``progress`` (a small JSON dict: epoch history and early-stopping bookkeeping).
+process) and ``progress`` (a small JSON dict: epoch history and early-stopping bookkeeping). The
+state is written as a dict of its fields, less ``batch_stats`` when it is empty (every model without
+a BatchNorm stem), so such checkpoints keep the tree they had before the field existed: old ones
+restore, and ``state/batch_stats`` exists exactly for models with BatchNorm.
 Saves are asynchronous; ``wait()`` before reading them back or exiting.
 
 Failures never cost work: orbax writes a step to a temporary directory and renames it when complete,
@@ -13,6 +16,7 @@ so a failed save (disk full, permissions) leaves the earlier checkpoints as they
 checkpoint that does not fit the model or cannot be read raises ``CheckpointError`` naming its
 path and the mismatch; nothing is deleted.
 """
+import dataclasses
 from typing import Any
 
 import jax
@@ -20,6 +24,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from cgmlp_jax.errors import UserError
+from cgmlp_jax.train.state import TrainState
 
 ITEMS = ("state", "progress")
 
@@ -43,6 +48,17 @@ def params_mismatch(stored: Any, wanted: Any, limit: int = 10) -> list[str]:
             f"{wanted[name][1]}" for name in sorted(set(stored) & set(wanted))
             if stored[name] != wanted[name]]
   return lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else [])
+
+
+def _stored(state: Any) -> Any:
+  """The tree written for ``state`` (a TrainState, or its abstract twin): a dict of its fields,
+  without ``batch_stats`` if that holds nothing. Other trees are written as they are."""
+  if not isinstance(state, TrainState):
+    return state
+  tree = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+  if not jax.tree.leaves(tree["batch_stats"]):
+    del tree["batch_stats"]
+  return tree
 
 
 def _manager(directory: epath.Path, keep: int) -> ocp.CheckpointManager:
@@ -70,7 +86,7 @@ class Checkpoints:
     if step in manager.all_steps():
       return
     try:
-      manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+      manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_stored(state)),
                                                  progress=ocp.args.JsonSave(progress)))
     except Exception as e:  # an earlier asynchronous save's failure surfaces here too
       raise cls._failed_save(manager, step, e) from e
@@ -96,17 +112,23 @@ class Checkpoints:
       raise CheckpointError(f"Checkpoint {path} cannot be read, it may be truncated or corrupt "
                             f"({type(e).__name__}: {e}). {advice}") from e
     mismatch = params_mismatch(stored.get("params", {}), abstract_state.params)
+    mismatch += [f"batch_stats/{line}" for line in params_mismatch(  # BatchNorm statistics
+        stored.get("batch_stats", {}), getattr(abstract_state, "batch_stats", {}))]
     if mismatch:
       raise CheckpointError(f"Checkpoint {path} does not fit the model of this config:\n  "
                             + "\n  ".join(mismatch) + f"\n{advice}")
     try:
       restored = manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), progress=ocp.args.JsonRestore()))
+          state=ocp.args.StandardRestore(_stored(abstract_state)),
+          progress=ocp.args.JsonRestore()))
     except Exception as e:
       raise CheckpointError(f"Checkpoint {path} could not be restored, it may be truncated, "
                             f"corrupt or from another optimiser ({type(e).__name__}: {e}). "
                             f"{advice}") from e
-    return restored.state, restored.progress
+    state = restored.state
+    if isinstance(abstract_state, TrainState):  # fields not stored keep their (empty) value
+      state = abstract_state.replace(**state)
+    return state, restored.progress
 
   def restore_latest(self, abstract_state: Any) -> tuple[Any, dict] | None:
     """The newest checkpoint as ``(state, progress)``, or None for a fresh workdir.

@@ -49,6 +49,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_batch_size = 512
   c.eval_flip = False  # test-time augmentation: average the logits of each image and its mirror
   c.num_epochs = 50
+  # Stop after this many epochs (with a checkpoint and summary.json) while the schedule still
+  # spans num_epochs: a screening run (cgmlp_jax/sweep.py) that a later start without it
+  # continues as if never stopped. 0: off.
+  c.stop_after_epochs = 0
   c.label_smoothing = 0.1
   c.optimizer = ml_collections.ConfigDict(dict(
       learning_rate=1e-3,
@@ -65,6 +69,10 @@ def base_config() -> ml_collections.ConfigDict:
 
   # Loop, checkpoints, logging.
   c.log_every_steps = 50
+  # Train steps the host may dispatch before the devices finish them (loop.RunAhead): enough to
+  # hide the dispatch time, few enough that a stop request acts within as many steps; well under
+  # 16 on a CPU split into devices (cpu_devices), where XLA deadlocks on longer queues.
+  c.max_steps_ahead = 2
   c.checkpoint_every_steps = 500  # also at every epoch end and at the end of training
   c.keep_checkpoints = 2
   c.distributed = False  # jax.distributed.initialize() first (multi-host TPU/GPU)
@@ -141,10 +149,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if es.metric not in EARLY_STOP_METRICS or es.mode not in ("min", "max"):
     raise ConfigError(f"early_stopping needs metric in {EARLY_STOP_METRICS} and mode in "
                      f"('min', 'max'); got {es.metric!r}, {es.mode!r}.")
+  if config.stop_after_epochs < 0:
+    raise ConfigError(f"stop_after_epochs must be >= 0 (0: off); got {config.stop_after_epochs}.")
   if config.cpu_devices < 0:
     raise ConfigError(f"cpu_devices must be >= 0 (0: JAX's default); got {config.cpu_devices}.")
   for name in ("batch_size", "eval_batch_size", "num_epochs", "log_every_steps",
-               "checkpoint_every_steps", "keep_checkpoints"):
+               "max_steps_ahead", "checkpoint_every_steps", "keep_checkpoints"):
     if config[name] <= 0:
       raise ConfigError(f"{name} must be positive; got {config[name]}.")
   if not 0.0 <= config.holdout_fraction < 1.0:

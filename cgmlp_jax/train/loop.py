@@ -59,14 +59,41 @@ def load_data(config: ml_collections.ConfigDict, image_size: int) -> dict[str, A
           for name, split in splits.items()}
 
 
-def evaluate(eval_step: Callable, params: Any, split: data_lib.ArraySplit | data_lib.StreamSplit,
-             batch_size: int, mesh: jax.sharding.Mesh) -> dict[str, float]:
-  """Mean loss / top-1 / top-5 over every example of ``split`` exactly once."""
+class RunAhead:
+  """Keeps the host at most ``limit`` steps ahead of the devices.
+
+  JAX dispatches asynchronously and the loop waits for the devices only when it reads metrics, so
+  unbounded, the host queues every step up to the next read. On a CPU split into several devices
+  (``parallel.split_cpu``) that deadlocks: XLA:CPU admits 32 queued computations per device, a
+  dispatch past that blocks one of its client's threads (as many as cores), and the other device's
+  half of a queued step, whose all-reduce the first half waits in, is left without a thread. XLA
+  aborts the process after 40 s, in which it never gets back to Python to see a SIGTERM.
+  Bounded, a stop request also takes effect within ``limit`` steps.
+  """
+
+  def __init__(self, limit: int):
+    self._limit, self._pending = limit, collections.deque()
+
+  def dispatched(self, output: jax.Array) -> None:
+    """Call after dispatching a step, with an array it computes that no later step donates;
+    returns once the step ``limit`` steps back has finished."""
+    self._pending.append(output)
+    if len(self._pending) > self._limit:
+      self._pending.popleft().block_until_ready()
+
+
+def evaluate(eval_step: Callable, variables: Any,
+             split: data_lib.ArraySplit | data_lib.StreamSplit, batch_size: int,
+             mesh: jax.sharding.Mesh) -> dict[str, float]:
+  """Mean loss / top-1 / top-5 over every example of ``split`` exactly once; ``variables``: the
+  model's (``TrainState.variables``), or its parameters alone if it has no BatchNorm."""
   totals = step_lib.zero_metrics()
+  ahead = RunAhead(1)  # a batch queues 5 computations per device: the step and 4 additions
   batches = split.eval_epoch(batch_size, process_index=jax.process_index(),
                              process_count=jax.process_count())
   for batch in data_lib.prefetch(batches, mesh):
-    totals = jax.tree.map(jnp.add, totals, eval_step(params, *batch))
+    totals = jax.tree.map(jnp.add, totals, eval_step(variables, *batch))
+    ahead.dispatched(totals["count"])
   return _means(totals)
 
 
@@ -122,6 +149,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                      f"augment.std for this dataset.")
   steps_per_epoch = data_lib.steps_per_epoch(len(train), config.batch_size)
   total_steps = config.num_epochs * steps_per_epoch
+  # A screening run stops early; the schedule (trainer, below) still spans total_steps.
+  stop_step = min(total_steps, config.stop_after_epochs * steps_per_epoch or total_steps)
   trainer = trainer_lib.build(config, train.num_classes, steps_per_epoch)
   mesh, rep = trainer.mesh, parallel.replicated(trainer.mesh)
 
@@ -181,14 +210,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 f"{len(train)} train examples, {steps_per_epoch} steps/epoch, {total_steps} steps, "
                 f"{jax.device_count()} devices.")
     epoch_sums = collections.Counter(progress.get("train_sums", {}))  # this epoch's, so far
+    ahead = RunAhead(config.max_steps_ahead)
     with stops:
-      while step < total_steps and not stopper.stopped:
+      while step < stop_step and not stopper.stopped:
         epoch, start = divmod(step, steps_per_epoch)
         batches = train.train_epoch(
             config.batch_size, seed=config.seed, epoch=epoch, process_index=jax.process_index(),
             process_count=jax.process_count(), start_step=start)
         for images, labels in data_lib.prefetch(batches, mesh):
           state, metrics = trainer.train_step(state, metrics, images, labels)
+          ahead.dispatched(jnp.copy(state.step))  # a copy: the next step donates the state
           step += 1
           if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
             window_sums = read_train_metrics(metrics)
@@ -199,7 +230,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             rate = (step - window_step) * config.batch_size / (now - window_start)
             lr = float(trainer.schedule(step)) * float(optim.plateau_scale(state.opt_state))
             logger.write(step, "train", {**values, "lr": lr, "images_per_sec": rate})
-            eta = (total_steps - step) * config.batch_size / rate
+            eta = (stop_step - step) * config.batch_size / rate
             logger.info(f"step {step}/{total_steps} epoch {step / steps_per_epoch:.2f} "
                         f"{rate:.0f} img/s loss {values['loss']:.4f} top1 {values['top1']:.3f} "
                         f"lr {lr:.2e} ETA {eta / 60:.1f} min"
@@ -221,8 +252,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     f"top1 {train_means['top1']:.4f} top5 {train_means['top5']:.4f}")
         improved = False
         if "val" in data:
-          val = evaluate(trainer.eval_step, state.params, data["val"], config.eval_batch_size,
-                         mesh)
+          val = evaluate(trainer.eval_step, state.variables, data["val"],
+                         config.eval_batch_size, mesh)
           logger.write(step, "val", val)
           record.update({f"val_{k}": v for k, v in val.items()})
           improved = stopper.update(record[config.early_stopping.metric], step)
@@ -236,16 +267,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         save(state, metrics, best=improved)
         window_start = time.perf_counter()
         signum = stops.requested(step)
-        if signum and step < total_steps and not stopper.stopped:
+        if signum and step < stop_step and not stopper.stopped:
           raise interrupt(signum)
     checkpoints.wait()
+    if step < total_steps and not stopper.stopped:
+      logger.info(f"Stopped after epoch {step // steps_per_epoch} of {config.num_epochs} "
+                  f"(stop_after_epochs); start again without it to continue.")
 
     summary = {"step": step, "epochs": step / steps_per_epoch, "history": history,
                "best": stopper.state_dict()}
     if "test" in data:
       best = checkpoints.restore_best(trainer.abstract_state) if "val" in data else None
-      params = best[0].params if best else state.params
-      test = evaluate(trainer.eval_step, params, data["test"], config.eval_batch_size, mesh)
+      variables = best[0].variables if best else state.variables
+      test = evaluate(trainer.eval_step, variables, data["test"], config.eval_batch_size, mesh)
       logger.write(step, "test", test)
       logger.info(f"test (best checkpoint): top1 {test['top1']:.4f} top5 {test['top5']:.4f}")
       summary["test"] = test

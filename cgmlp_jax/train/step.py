@@ -9,6 +9,10 @@ A step whose loss, gradients or updates are not finite changes nothing but the s
 never holds NaN/Inf, so no checkpoint can. The train metrics count such steps ("nonfinite") and keep
 the first one's number ("first_nonfinite_step"); the loop stops or skips on them (config
 ``skip_nonfinite_steps``) when it next reads the metrics, without a host sync per step.
+
+A model with a BatchNorm stem (``conv_norm="batch"``) trains on the batch's statistics and the step
+stores the updated running averages in ``state.batch_stats`` (kept unchanged by a skipped step);
+under the data-parallel mesh the statistics are the global batch's. Evaluation uses the averages.
 """
 from typing import Callable
 
@@ -17,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cgmlp_jax import data as data_lib
+from cgmlp_jax import data as data_lib, models
 from cgmlp_jax.train.state import TrainState
 
 Metrics = dict[str, jax.Array]  # sums over examples; "count" is the number of examples
@@ -68,19 +72,26 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     targets = optax.smooth_labels(targets, label_smoothing)  # (B, K)
 
     def loss_fn(params):
-      logits = model.apply({"params": params}, inputs, train=True, rngs={"dropout": dropout_key})
+      kw = dict(train=True, rngs={"dropout": dropout_key})
+      if state.batch_stats:  # a BatchNorm stem: normalise with this batch's statistics
+        logits, updated = model.apply({"params": params, "batch_stats": state.batch_stats},
+                                      inputs, mutable=["batch_stats"], **kw)
+        batch_stats = updated["batch_stats"]
+      else:
+        logits, batch_stats = model.apply({"params": params}, inputs, **kw), state.batch_stats
       per_example = optax.softmax_cross_entropy(logits, targets)
-      return jnp.mean(per_example), (logits, per_example)
+      return jnp.mean(per_example), (logits, per_example, batch_stats)
 
-    (loss, (logits, per_example)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params)
+    (loss, (logits, per_example, batch_stats)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     finite = (jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
               & jnp.isfinite(optax.tree.norm(updates)))
     keep_if_finite = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
-    params, opt_state = jax.tree.map(keep_if_finite, (params, opt_state),
-                                     (state.params, state.opt_state))
+    params, opt_state, batch_stats = jax.tree.map(
+        keep_if_finite, (params, opt_state, batch_stats),
+        (state.params, state.opt_state, state.batch_stats))
     sums = _metric_sums(logits, labels, per_example, jnp.ones_like(per_example))
     sums = jax.tree.map(lambda x: jnp.where(finite, x, 0.0), sums)
     metrics = {**jax.tree.map(jnp.add, {k: metrics[k] for k in sums}, sums),
@@ -88,24 +99,29 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                "first_nonfinite_step": jnp.where(
                    finite, metrics["first_nonfinite_step"],
                    jnp.minimum(metrics["first_nonfinite_step"], state.step + 1))}
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                         batch_stats=batch_stats), metrics
 
   return train_step
 
 
 def make_eval_step(model: nn.Module, augment_config: data_lib.AugmentConfig,
                    flip: bool = False) -> Callable:
-  """``eval_step(params, images_uint8, labels, mask) -> metric sums`` over the real examples.
+  """``eval_step(variables, images_uint8, labels, mask) -> metric sums`` over the real examples.
+
+  ``variables``: the model's (``TrainState.variables``; a BatchNorm stem's running statistics are
+  used), or its parameters alone for a model without BatchNorm (``models.as_variables``).
 
   ``flip``: test-time augmentation, the logits averaged over each image and its mirror image (the
   training flips images, so the model has learnt both; predictions become mirror-invariant).
   """
 
-  def eval_step(params, images: jax.Array, labels: jax.Array, mask: jax.Array) -> Metrics:
+  def eval_step(variables, images: jax.Array, labels: jax.Array, mask: jax.Array) -> Metrics:
+    variables = models.as_variables(variables)
     inputs = data_lib.normalize(images, augment_config, dtype=model.dtype or jnp.float32)
-    logits = model.apply({"params": params}, inputs, train=False)  # (B, K)
+    logits = model.apply(variables, inputs, train=False)  # (B, K)
     if flip:
-      mirrored = model.apply({"params": params}, inputs[:, :, ::-1], train=False)
+      mirrored = model.apply(variables, inputs[:, :, ::-1], train=False)
       logits = (logits + mirrored) / 2
     per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     return _metric_sums(logits, labels, per_example, mask.astype(jnp.float32))

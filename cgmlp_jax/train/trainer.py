@@ -26,7 +26,7 @@ class Trainer:
   init: Callable[[], state_lib.TrainState]
   # (state, metrics, images uint8 (B,H,W,C), labels (B,)) -> (state, metrics); donates both.
   train_step: Callable
-  # (params, images, labels, mask) -> metric sums
+  # (variables (TrainState.variables), images, labels, mask) -> metric sums
   eval_step: Callable
   # (opt_state, val_loss) -> opt_state: the per-epoch reduce-on-plateau update
   record_validation_loss: Callable
