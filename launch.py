@@ -9,7 +9,7 @@ exit status 2 (``CGMLP_JAX_TRACEBACK=1`` adds the traceback); see README "Mistak
 import sys
 
 import cgmlp_jax  # noqa: F401  (first: sets up malloc before JAX or TF start; cgmlp_jax/allocator.py)
-from absl import flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 from cgmlp_jax import cli
@@ -22,7 +22,6 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)  # progress is printed; orbax's INFO lines are noise
   import tensorflow as tf  # noqa: PLC0415  (TF only reads data; keep it off the GPUs/TPUs)
   tf.config.set_visible_devices([], "GPU")
   from cgmlp_jax.train import Interrupted, train_and_evaluate  # noqa: PLC0415

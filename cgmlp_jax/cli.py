@@ -18,7 +18,7 @@ import sys
 from typing import Any, Callable
 
 import ml_collections
-from absl import app, flags
+from absl import app, flags, logging
 
 from cgmlp_jax import models
 from cgmlp_jax.errors import ConfigError, UserError
@@ -75,6 +75,7 @@ def run(main: Callable[[list[str]], Any]) -> None:
   sys.argv, overrides = one_line_errors(preflight)(sys.argv)
 
   def with_overrides(argv):
+    logging.set_verbosity(logging.WARNING)  # progress is printed; JAX's and orbax's INFO is noise
     apply_model_overrides(flags.FLAGS.config, overrides)
     return main(argv)
 
