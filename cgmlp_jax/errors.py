@@ -12,3 +12,7 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
   """A config (file, argument or override) that cannot train."""
+
+
+class DataError(UserError, ValueError):
+  """A user-facing data problem (missing dataset or split, unsupported features, bad sizes)."""

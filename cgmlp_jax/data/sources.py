@@ -5,38 +5,26 @@ once into numpy and every epoch is just a permutation of indices. That keeps the
 deterministic (a step's batch is a pure function of seed, epoch and step, which makes resuming from
 a checkpoint exact) and free of tf.data state. Augmentation happens later, on device (`augment.py`).
 
-A dataset that is not prepared in the data directory is downloaded and prepared there first (one
-process does it while the others wait), unless ``download=False``. The machines this runs on are
-often offline, so a download that cannot work fails within seconds rather than after TFDS's
-minutes of retries, and every way the data can be wrong is reported as a one-line `DataError`
-that says which directory was searched and how to fix it (`tfds build` elsewhere, or another
-data_dir).
+A dataset that is not prepared in the data directory is downloaded and prepared there first
+(``prepare.py``), unless ``download=False``. Every way the data can be wrong is reported as a
+one-line `DataError` that says which directory was searched and how to fix it (`tfds build`
+elsewhere, or another data_dir).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 import re
-import urllib.parse
 from collections.abc import Iterator
 
-import jax
 import numpy as np
-import requests
 import tensorflow_datasets as tfds
-from jax.experimental import multihost_utils
 
-from cgmlp_jax.errors import UserError
+from cgmlp_jax.data.prepare import prepare, prepare_hint
+from cgmlp_jax.errors import DataError
 
 # Rows read per tf.data batch while loading; bounds the transient memory of the read.
 _READ_BATCH = 10_000
-# Seconds to wait for a dataset's download host before calling this machine offline. TFDS sets no
-# timeout and retries a failed download 10 times with exponential backoff: about 200 s offline.
-_PROBE_TIMEOUT_S = 5.0
-
-
-class DataError(UserError, ValueError):
-  """A user-facing data problem (missing dataset or split, unsupported features, bad sizes)."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq on arrays would be ambiguous; use identity
@@ -68,13 +56,6 @@ class ArraySplit:
                  ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     return eval_batches(self, global_batch_size, process_index=process_index,
                         process_count=process_count)
-
-
-def _prepare_hint(name: str, data_dir: str) -> str:
-  return (f"Prepare it on a machine with internet access with `tfds build {name} --data_dir "
-          f"{data_dir}` and copy that directory here, or point --config.data_dir (or the "
-          "TFDS_DATA_DIR environment variable, read when tensorflow_datasets is imported) at a "
-          "directory that already holds the prepared dataset.")
 
 
 def _base_split_names(split: str) -> list[str]:
@@ -138,89 +119,7 @@ def _builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
     raise DataError(
         f"Unknown TFDS dataset {name!r}: it is neither a dataset known to tensorflow_datasets "
         f"nor prepared in data_dir {searched!r}. Check the name (e.g. 'cifar10', 'cifar100'). " +
-        _prepare_hint(name, searched)) from None
-
-
-def _manual_dir(builder: tfds.core.DatasetBuilder):
-  return builder.data_dir_root / "downloads" / "manual"  # TFDS's default
-
-
-def _check_can_download(builder: tfds.core.DatasetBuilder) -> None:
-  """Fails in seconds, with the fix, where TFDS would fail after minutes or with a traceback.
-
-  A dataset with manual download instructions needs its files in the manual_dir; any other must
-  reach the hosts of the URLs in its checksums file (through the same proxies as TFDS's requests).
-  """
-  name, root, manual_dir = builder.name, str(builder.data_dir_root), _manual_dir(builder)
-  if builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
-    if not (manual_dir.is_dir() and any(manual_dir.iterdir())):
-      instructions = " ".join(builder.MANUAL_DOWNLOAD_INSTRUCTIONS.split())
-      raise DataError(
-          f"Dataset {name!r} is not prepared in data_dir {root!r} and cannot be downloaded "
-          f"automatically: follow TFDS's manual download instructions ({instructions}), putting "
-          f"the files in manual_dir {str(manual_dir)!r}, then rerun. " + _prepare_hint(name, root))
-    return
-  urls = [url for url in builder.url_infos or {}  # no checksums file: nothing known to probe
-          if urllib.parse.urlsplit(url).scheme in ("http", "https")]
-  for host, url in {urllib.parse.urlsplit(url).netloc: url for url in urls}.items():
-    try:
-      requests.head(url, timeout=_PROBE_TIMEOUT_S)  # any answer will do, even an error status
-    except requests.RequestException as e:
-      cause = getattr(e.args[0], "reason", e) if e.args else e  # e.g. NameResolutionError
-      raise DataError(
-          f"Dataset {name!r} is not prepared in data_dir {root!r} and cannot be downloaded: "
-          f"{host} is unreachable ({type(cause).__name__}; is this machine offline?). " +
-          _prepare_hint(name, root)) from None
-
-
-def _download_and_prepare(builder: tfds.core.DatasetBuilder) -> None:
-  """``builder.download_and_prepare()``; no network, no manual files or no disk space is reported
-  as one DataError line.
-
-  The checks run where TFDS announces the download (``_log_download_bytes``, just before it
-  makes its download manager), i.e. only when it really prepares the dataset: not when another
-  process has just prepared it, nor under ``tfds.testing.mock_data`` (which makes
-  download_and_prepare a no-op, so tests never touch the network). Offline, its announcement is
-  never printed and the error is the only line.
-  """
-  name, root = builder.name, str(builder.data_dir_root)
-  announce = builder._log_download_bytes  # pylint: disable=protected-access
-
-  def checked_announce(*args, **kwargs):
-    _check_can_download(builder)
-    return announce(*args, **kwargs)
-
-  builder._log_download_bytes = checked_announce
-  try:
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=_manual_dir(builder)))
-  except (OSError, AssertionError, tfds.download.DownloadError) as e:
-    # A download that failed midway, files missing from the manual_dir, no disk space, ...
-    reason = (str(e).strip().splitlines() or [""])[0]
-    raise DataError(f"Could not download and prepare dataset {name!r} in data_dir {root!r} "
-                    f"({type(e).__name__}: {reason}). " + _prepare_hint(name, root)) from e
-
-
-def _prepare(builder: tfds.core.DatasetBuilder) -> None:
-  """Downloads and prepares the dataset unless it is prepared: process 0 does it while the other
-  processes of a multi-process run wait at a barrier, so that they never write the same files.
-
-  Every process passes the barrier, prepared or not: whether the dataset is prepared changes while
-  process 0 works, so only an unconditional barrier is met by all. Process 0 raises its failure
-  after the barrier, so the others never wait for it forever (they then find no dataset and say
-  so). The data_dir must be one that all processes see (shared disk or bucket).
-  """
-  error = None
-  # data_path first: TFDS's is_prepared() logs a warning about a folder that does not exist.
-  if jax.process_index() == 0 and not (builder.data_path.exists() and builder.is_prepared()):
-    try:
-      _download_and_prepare(builder)
-    except Exception as e:  # pylint: disable=broad-except  (raised below)
-      error = e
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices(f"cgmlp_jax prepare {builder.name} {builder.data_dir}")
-  if error is not None:
-    raise error
+        prepare_hint(name, searched)) from None
 
 
 def open_split(name: str, split: str, *, data_dir: str | None = None, fixed_size: bool = True,
@@ -228,7 +127,7 @@ def open_split(name: str, split: str, *, data_dir: str | None = None, fixed_size
   """The builder of a prepared TFDS dataset that has ``split``.
 
   With ``download``, a dataset that is not prepared in the data directory is downloaded and
-  prepared there first (see ``_prepare``); without it, nothing is ever downloaded.
+  prepared there first (see ``prepare.prepare``); without it, nothing is ever downloaded.
 
   Raises:
     DataError: the dataset is unknown, not prepared in the data directory (and cannot be
@@ -238,7 +137,7 @@ def open_split(name: str, split: str, *, data_dir: str | None = None, fixed_size
   builder = _builder(name, data_dir)
   _check_features(name, builder.info.features, fixed_size)  # before downloading anything
   if download:
-    _prepare(builder)
+    prepare(builder)
     builder = _builder(name, data_dir)  # as prepared: its info now records the splits
   root = str(builder.data_dir_root)
 
@@ -248,7 +147,7 @@ def open_split(name: str, split: str, *, data_dir: str | None = None, fixed_size
   missing = [s for s in _base_split_names(split) if s not in available]
   if available and missing:
     raise DataError(f"Dataset {name!r} in data_dir {root!r} ({builder.data_dir}) has no split "
-                    f"{missing[0]!r}; prepared splits: {available}. " + _prepare_hint(name, root) +
+                    f"{missing[0]!r}; prepared splits: {available}. " + prepare_hint(name, root) +
                     " Without a test split, hold out a fraction of the train split for validation.")
   return builder
 
@@ -262,7 +161,7 @@ def read_split(builder: tfds.core.DatasetBuilder, split, **as_dataset_kwargs):
     return builder.as_dataset(split=split, **as_dataset_kwargs)
   except AssertionError:
     raise DataError(f"Dataset {name!r} is not prepared in data_dir {root!r} (nothing at "
-                    f"{builder.data_dir}). " + _prepare_hint(name, root)) from None
+                    f"{builder.data_dir}). " + prepare_hint(name, root)) from None
   except ValueError as e:  # malformed split string, e.g. "train[:x%]"
     raise DataError(f"Invalid split {split!r} for dataset {name!r}: {e}") from None
 
