@@ -24,9 +24,15 @@ THRESHOLDS = (0.70, 0.80, 0.85)  # validation top-1 levels whose time to reach i
 KNOWN_NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 REFERENCE_NUM_CLASSES = 1000  # the registry's reference head, when nothing gives the class count
 NA, NEVER = "n/a", "–"
-COLUMNS = ("run", "model", "classes", "params", "GFLOPs/img", "best val top-1 (epoch)",
-           "final train top-1", "train−val gap (pp)", "test top-1 / top-5", "images/s",
-           "wall time (min)") + tuple(f"min to {100 * t:.0f}%" for t in THRESHOLDS)
+
+
+def columns(thresholds=THRESHOLDS) -> tuple[str, ...]:
+  return ("run", "model", "classes", "params", "GFLOPs/img", "best val top-1 (epoch)",
+          "final train top-1", "train−val gap (pp)", "test top-1 / top-5", "images/s",
+          "wall time (min)") + tuple(f"min to {100 * t:.0f}%" for t in thresholds)
+
+
+COLUMNS = columns()
 NOTES = """Top-1 in %. The gap is the last epoch's train top-1 (its mean over the epoch, under \
 training augmentation and dropout) minus its validation top-1, in percentage points. images/s \
 is the median over train logging windows, leaving out those that include compilation. Times are \
@@ -80,8 +86,8 @@ def _last_write(workdir: str) -> str:
                                                  time.gmtime(os.path.getmtime(path)))
 
 
-def row(run: runlog.RunLog, notes: list[str]) -> list[str]:
-  """The run's table cells (``COLUMNS``); appends footnotes to ``notes``."""
+def row(run: runlog.RunLog, notes: list[str], thresholds=THRESHOLDS) -> list[str]:
+  """The run's table cells (``columns(thresholds)``); appends footnotes to ``notes``."""
   name = run.name
   if not run.finished:
     last = run.epochs[-1].epoch if run.epochs else 0
@@ -113,12 +119,13 @@ def row(run: runlog.RunLog, notes: list[str]) -> list[str]:
   return [name, model_cell, str(classes) if known else f"{classes}?", *cost,
           f"{_pct(best.val['top1'])} ({best.epoch})" if best else NA, _pct(train_top1), gap, test,
           rate, f"{wall[-1] / 60:.1f}" if wall else NA,
-          *(_minutes_to(run, t) for t in THRESHOLDS)]
+          *(_minutes_to(run, t) for t in thresholds)]
 
 
-def table(runs: list[runlog.RunLog], notes: list[str]) -> str:
-  lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-  lines += ["| " + " | ".join(row(run, notes)) + " |" for run in runs]
+def table(runs: list[runlog.RunLog], notes: list[str], thresholds=THRESHOLDS) -> str:
+  header = columns(thresholds)
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(row(run, notes, thresholds)) + " |" for run in runs]
   return "\n".join(lines)
 
 
@@ -192,15 +199,15 @@ def plot_gap(runs: list[runlog.RunLog], path: str) -> None:
   _finish(fig, axes[1], path, "validation − train loss", "", plotted)
 
 
-def build_report(workdirs: list[str], out_dir: str) -> str:
+def build_report(workdirs: list[str], out_dir: str, thresholds=THRESHOLDS) -> str:
   """Writes ``report.md``, ``val_top1.png``, ``loss.png``, ``gap.png`` to ``out_dir``; returns the
-  markdown."""
+  markdown. ``thresholds``: the validation top-1 levels whose minutes to reach are tabulated."""
   if not workdirs:
     raise ValueError("No workdirs given.")
   runs = [runlog.read(w) for w in workdirs]  # all errors before any output
   os.makedirs(out_dir, exist_ok=True)
   notes = []
-  markdown = ["# Training runs", "", table(runs, notes), "", NOTES, ""]
+  markdown = ["# Training runs", "", table(runs, notes, thresholds), "", NOTES, ""]
   markdown += [f"* {note}" for note in notes] + ([""] if notes else [])
   markdown += ["![validation top-1](val_top1.png)", "", "![loss](loss.png)", "",
                "![generalisation gap](gap.png)", ""]
@@ -218,9 +225,15 @@ def main(argv: list[str] | None = None) -> None:
                                    description=__doc__.split("\n\n")[0])
   parser.add_argument("workdirs", nargs="+", help="training workdirs (finished or running)")
   parser.add_argument("--out", required=True, help="directory for report.md and the plots")
+  parser.add_argument("--thresholds", default=",".join(str(t) for t in THRESHOLDS),
+                      help="validation top-1 levels for the 'min to' columns, e.g. 0.4,0.5,0.6 "
+                           "for CIFAR-100")
   args = parser.parse_args(argv)
   try:
-    print(build_report(args.workdirs, args.out))
+    thresholds = tuple(float(t) for t in args.thresholds.split(","))
+    if not all(0 < t <= 1 for t in thresholds):
+      raise ValueError(f"--thresholds must be fractions in (0, 1]; got {args.thresholds}.")
+    print(build_report(args.workdirs, args.out, thresholds))
   except ValueError as e:
     cli.fail(" ".join(str(e).split()))
 

@@ -146,3 +146,10 @@ def test_errors(workdirs, tmp_path, capsys):
   with pytest.raises(SystemExit):
     report.main([str(tmp_path / "missing"), "--out", str(tmp_path / "out")])
   assert "does not exist" in capsys.readouterr().err
+
+
+def test_thresholds_set_the_minutes_to_columns(workdirs, tmp_path):
+  markdown = report.build_report([str(workdirs / "finished")], str(tmp_path), (0.5, 0.75))
+  header = markdown.splitlines()[2]
+  assert header.endswith("| min to 50% | min to 75% |")
+

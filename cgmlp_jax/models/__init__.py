@@ -8,15 +8,17 @@
 A model with a BatchNorm conv stem (``conv_norm="batch"``) also has ``variables["batch_stats"]``:
 train with ``mutable=["batch_stats"]`` and keep the updated statistics (see ``classifier``).
 
-See ``registry`` for the named variants and their sizes.
+See ``registry`` for the named variants and their sizes; ``timm_import`` loads timm's gMLP weights
+(``from_timm_state_dict``) into the ImageNet variants.
 """
-from cgmlp_jax.models import norms, stems
+from cgmlp_jax.models import norms, stems, timm_import
 from cgmlp_jax.models.blocks import DropPath, GMLPBlock
 from cgmlp_jax.models.classifier import GatedMLPClassifier, as_variables, params_of, resolve_axes
 from cgmlp_jax.models.gating import SpatialGatingUnit
 from cgmlp_jax.models.registry import FIELDS, VARIANTS, get
 from cgmlp_jax.models.stems import ConvStem, PatchStem, token_grid
+from cgmlp_jax.models.timm_import import from_timm_state_dict, load_state_dict
 
 __all__ = ["FIELDS", "ConvStem", "DropPath", "GMLPBlock", "GatedMLPClassifier", "PatchStem",
-           "SpatialGatingUnit", "VARIANTS", "as_variables", "get", "params_of", "resolve_axes",
-           "token_grid"]
+           "SpatialGatingUnit", "VARIANTS", "as_variables", "from_timm_state_dict", "get",
+           "load_state_dict", "params_of", "resolve_axes", "token_grid"]

@@ -9,7 +9,8 @@
 
 GELU is the exact (erf) form and LayerNorm uses eps 1e-6, as in the gMLP authors' TensorFlow code,
 the common PyTorch ports and the Keras example, so that given the same weights the block computes
-the same function.
+the same function. The gating unit's own LayerNorm takes ``gate_norm_eps`` (default 1e-6 likewise;
+timm's gMLP uses 1e-5 there, see ``gating``).
 
 Shapes: ``(B, N, d_model) -> (B, N, d_model)``.
 """
@@ -55,6 +56,7 @@ class GMLPBlock(nn.Module):
   dropout_rate: float = 0.0
   drop_path_rate: float = 0.0
   style: str = "gmlp"
+  gate_norm_eps: float = LAYER_NORM_EPS  # the gating unit's LayerNorm(v); timm: 1e-5
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
 
@@ -72,7 +74,8 @@ class GMLPBlock(nn.Module):
     y = nn.gelu(y, approximate=False)
     if keras:
       y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
-    y = SpatialGatingUnit(axis=self.axis, num_tokens=self.num_tokens, dtype=self.dtype,
+    y = SpatialGatingUnit(axis=self.axis, num_tokens=self.num_tokens,
+                          norm_eps=self.gate_norm_eps, dtype=self.dtype,
                           param_dtype=self.param_dtype, name="gating",
                           kernel_init=(nn.initializers.glorot_uniform() if keras else
                                        nn.initializers.normal(GATE_KERNEL_STD)))(y)  # (B, N, F/2)

@@ -75,6 +75,10 @@ class GatedMLPClassifier(nn.Module):
   head_dropout_rate: float = 0.0
   block_style: str = "gmlp"  # or "keras" (blocks.STYLES)
   final_norm: bool = True  # LayerNorm before pooling (gMLP, timm); the Keras example has none
+  # Epsilon of each gating unit's LayerNorm(v): 1e-6 (gMLP authors' code, Keras' LayerNormalization
+  # (epsilon=1e-6) in the Keras example), or timm's 1e-5 (gating.TIMM_GATE_NORM_EPS) in the ImageNet
+  # variants, whose timm weights timm_import loads. Block and final norms use 1e-6 everywhere.
+  gate_norm_eps: float = LAYER_NORM_EPS
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
 
@@ -110,7 +114,8 @@ class GatedMLPClassifier(nn.Module):
     for i, axis in enumerate(block_axes):
       rate = self.drop_path_rate * i / max(self.depth - 1, 1)
       x = GMLPBlock(self.d_ffn, axis=axis, num_tokens=num_tokens, dropout_rate=self.dropout_rate,
-                    drop_path_rate=rate, style=self.block_style, name=f"block{i}",
+                    drop_path_rate=rate, style=self.block_style,
+                    gate_norm_eps=self.gate_norm_eps, name=f"block{i}",
                     **kw)(x, train=train)
     if self.final_norm:
       x = nn.LayerNorm(epsilon=LAYER_NORM_EPS, name="norm", **kw)(x)

@@ -12,6 +12,12 @@ an MLP with a residual (Liu et al., 2021, "Pay Attention to MLPs", section 2).
 * ``"channel"`` (CgMLP's alternative): the ``d_ffn / 2`` channels at each position, shared over
   positions. It works at any resolution.
 
+``norm_eps`` is the epsilon of the LayerNorm on ``v``: 1e-6 by default, as the block's and final
+norms (the gMLP authors' code, and Keras' ``LayerNormalization(epsilon=1e-6)`` in the Keras example
+the paper variants follow); timm's ``SpatialGatingUnit`` uses PyTorch's default ``nn.LayerNorm`` eps
+1e-5 here (``TIMM_GATE_NORM_EPS``), which the ImageNet variants take so that timm's weights compute
+timm's function (``timm_import``).
+
 Shapes: ``(B, N, d_ffn) -> (B, N, d_ffn // 2)``.
 """
 from typing import Any, Callable
@@ -22,6 +28,7 @@ import jax.numpy as jnp
 
 AXES = ("token", "channel")
 LAYER_NORM_EPS = 1e-6
+TIMM_GATE_NORM_EPS = 1e-5  # timm's SpatialGatingUnit: nn.LayerNorm's default eps
 GATE_KERNEL_STD = 1e-6
 
 Dtype = Any
@@ -38,6 +45,7 @@ class SpatialGatingUnit(nn.Module):
   num_tokens: int | None = None  # Required for axis="token".
   # The projection's kernel init: near zero (gMLP), or e.g. Glorot-uniform (the Keras example).
   kernel_init: Callable = nn.initializers.normal(GATE_KERNEL_STD)
+  norm_eps: float = LAYER_NORM_EPS  # LayerNorm(v)'s epsilon (see module docstring)
   dtype: Dtype | None = None  # Compute dtype; LayerNorm statistics stay in float32.
   param_dtype: Dtype = jnp.float32
 
@@ -53,7 +61,7 @@ class SpatialGatingUnit(nn.Module):
       raise ValueError(f"SpatialGatingUnit needs an even channel count to split into (u, v); "
                        f"got {x.shape[-1]}. Use an even d_ffn.")
     u, v = jnp.split(x, 2, axis=-1)  # (B, N, C) each
-    v = nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=self.dtype, param_dtype=self.param_dtype,
+    v = nn.LayerNorm(epsilon=self.norm_eps, dtype=self.dtype, param_dtype=self.param_dtype,
                      name="norm")(v)
     kernel_init = self.kernel_init
     if self.axis == "token":

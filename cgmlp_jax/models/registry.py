@@ -37,7 +37,10 @@ any ``--num_classes``); GFLOPs are XLA's cost analysis of one forward pass (mult
 * ``cgmlp_2conv_mixed``: ``cgmlp_2conv`` whose blocks alternate token and channel gating (the
   paper's "combination of both").
 * ``gmlp_ti16`` / ``gmlp_s16`` / ``gmlp_b16``: the gMLP paper's ImageNet models (Table 1: 6M, 20M,
-  73M parameters; stochastic-depth survival 1.0 / 0.95 / 0.8).
+  73M parameters; stochastic-depth survival 1.0 / 0.95 / 0.8), laid out as timm's
+  ``gmlp_ti16_224`` / ``gmlp_s16_224`` / ``gmlp_b16_224``, whose gating LayerNorm eps (1e-5) they
+  take (``gate_norm_eps``; every other variant keeps 1e-6). ``timm_import.from_timm_state_dict``
+  loads timm's weights into them.
 * ``*_small``: the paper's three architectures at native 32x32 CIFAR resolution with d_model 128,
   for CPU-scale experiments (``gmlp_keras_small``: the Keras example's block). ``test_*``: tiny
   variants for unit tests (``test_cgmlp_bn``: ``test_cgmlp`` with a BatchNorm stem).
@@ -47,10 +50,12 @@ from typing import Any
 
 from cgmlp_jax.models.blocks import check_style
 from cgmlp_jax.models.classifier import GatedMLPClassifier
+from cgmlp_jax.models.gating import TIMM_GATE_NORM_EPS
 
 _PAPER = dict(image_size=64, d_model=256, d_ffn=512, depth=4, dropout_rate=0.2,
               head_dropout_rate=0.2)
-_IMAGENET = dict(image_size=224, patch_size=16, depth=30)
+# gate_norm_eps: timm's gating LayerNorm eps (1e-5), for timm's weights (timm_import).
+_IMAGENET = dict(image_size=224, patch_size=16, depth=30, gate_norm_eps=TIMM_GATE_NORM_EPS)
 _SMALL = dict(image_size=32, d_model=128, d_ffn=512, depth=4, dropout_rate=0.1,
               head_dropout_rate=0.1)
 _TEST = dict(image_size=16, d_model=16, d_ffn=32, depth=2)
