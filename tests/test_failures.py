@@ -69,7 +69,9 @@ def test_sigterm_mid_epoch_saves_and_the_resumed_run_matches(straight_run, tmp_p
   reader.join(timeout=10)
   output = "".join(lines)
   stopped_at = checkpoint_steps(workdir)[-1]
-  assert 2 < stopped_at < 5, output  # mid-epoch 1 (steps 1-5), not a regular save (every 2)
+  # Mid-epoch 1 (steps 1-5). With the dispatch bounded (max_steps_ahead) the stop can land on the
+  # logged step 2 itself, a regular save step too; the message below says the stop saved it.
+  assert 2 <= stopped_at < 5, output
   assert f"Stopped by SIGTERM at step {stopped_at}; checkpoint saved" in output
   assert "Run the same command to resume." in output
 
