@@ -16,3 +16,8 @@ class ConfigError(UserError, ValueError):
 
 class DataError(UserError, ValueError):
   """A user-facing data problem (missing dataset or split, unsupported features, bad sizes)."""
+
+
+class WeightsError(UserError, ValueError):
+  """Weights that cannot be read or fetched, or do not fit the model (missing, extra or
+  mis-shaped arrays)."""

@@ -115,13 +115,7 @@ def load_config(workdir: str | epath.PathLike) -> dict[str, Any]:
 
 def build_model(config: dict[str, Any], num_classes: int) -> models.GatedMLPClassifier:
   """The run's model from its config, in float32 whatever the training compute dtype was."""
-  overrides = {k: _tuples(v) for k, v in config.get("model_kw", {}).items()}
-  return models.get(config["model"], num_classes=num_classes, **overrides)
-
-
-def _tuples(value: Any) -> Any:
-  """JSON lists back to the tuples configs hold, so the model is hashable (a static jit arg)."""
-  return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+  return models.pretrained.build(config, num_classes)
 
 
 def load_model(workdir: str | epath.PathLike

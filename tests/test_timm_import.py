@@ -141,7 +141,7 @@ def test_missing_extra_or_misshaped_tensors_raise_naming_them(edit, named):
   model = _model()
   state = _timm_state_dict(model)
   edit(state)
-  with pytest.raises(ValueError, match="does not fit") as info:
+  with pytest.raises(ValueError, match="do not fit") as info:
     models.from_timm_state_dict(state, model)
   assert named in str(info.value)
   assert isinstance(info.value, timm_import.WeightsError)

@@ -9,9 +9,10 @@ A model with a BatchNorm conv stem (``conv_norm="batch"``) also has ``variables[
 train with ``mutable=["batch_stats"]`` and keep the updated statistics (see ``classifier``).
 
 See ``registry`` for the named variants and their sizes; ``timm_import`` loads timm's gMLP weights
-(``from_timm_state_dict``) into the ImageNet variants.
+(``from_timm_state_dict``) into the ImageNet variants; ``pretrained`` loads this codebase's published
+CIFAR weights (``pretrained.load("cgmlp_2conv_small.cifar100")`` -> model, variables, info).
 """
-from cgmlp_jax.models import norms, stems, timm_import
+from cgmlp_jax.models import norms, pretrained, stems, timm_import
 from cgmlp_jax.models.blocks import DropPath, GMLPBlock
 from cgmlp_jax.models.classifier import GatedMLPClassifier, as_variables, params_of, resolve_axes
 from cgmlp_jax.models.gating import SpatialGatingUnit

@@ -16,23 +16,27 @@ Layouts: ``nn.Linear`` weights ``(out, in)`` become kernels ``(in, out)``; the p
 kernel becomes ``HWIO`` (``stems.Conv``); the gate's token projection ``proj.weight``
 ``(N_out, N_in)`` is this package's gate kernel as is (``einsum("bnc,mn->bmc")``). timm feeds NCHW images and
 flattens the patch grid row-major, as the stem here does with NHWC images: the same token order.
-Nothing is downloaded here: the state dict is a local ``.npz`` or ``.safetensors`` file, e.g. one
-written from ``timm.create_model(name, pretrained=True).state_dict()`` with numpy.
+The state dict is a local ``.npz`` or ``.safetensors`` file (e.g. one written from
+``timm.create_model(name, pretrained=True).state_dict()`` with numpy), or ``download`` fetches timm's
+own file from the Hugging Face Hub (``huggingface_hub``; cached; no torch needed)::
+
+    state = models.timm_import.load_state_dict(
+        models.timm_import.download("timm/gmlp_s16_224.ra3_in1k"))
 """
 import os
+import urllib.error
+import urllib.parse
+import urllib.request
 from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cgmlp_jax.errors import UserError
+from cgmlp_jax.errors import WeightsError
 from cgmlp_jax.models.classifier import GatedMLPClassifier
 from cgmlp_jax.models.gating import TIMM_GATE_NORM_EPS
-
-
-class WeightsError(UserError, ValueError):
-  """A weights file that does not fit the model (missing, extra or mis-shaped tensors)."""
+from cgmlp_jax.models.pretrained import check_fits
 
 
 def _linear(w: np.ndarray) -> np.ndarray:
@@ -142,13 +146,7 @@ def from_timm_state_dict(state_dict: Mapping[str, Any], model: GatedMLPClassifie
       head_mismatch = state["head.bias"].shape[0] if "head.bias" in state else got[-1]
       continue
     misshaped.append(f"{name}: {_shape(state[name])}, expected {_timm_shape(convert, want)}")
-  if missing or extra or misshaped:
-    parts = [f"missing {missing}" if missing else "", f"unexpected {extra}" if extra else "",
-             f"mis-shaped [{'; '.join(misshaped)}]" if misshaped else ""]
-    raise WeightsError(f"The timm state dict does not fit the {model.depth}-block gMLP "
-                       f"(d_model={model.d_model}, d_ffn={model.d_ffn}, "
-                       f"{model.num_tokens} tokens, {model.num_classes} classes): "
-                       + "; ".join(p for p in parts if p) + ".")
+  check_fits("The timm state dict's tensors", model, missing, extra, misshaped)
   params: dict[str, Any] = {}
   for name, (path, convert) in names.items():
     leaf = _get(expected, path)
@@ -186,3 +184,42 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
                          f"safetensors (or convert it to .npz).") from None
     return dict(load_file(path))
   raise WeightsError(f"Unknown weights format {path!r}: use a .npz or .safetensors file.")
+
+
+HF_FILENAME = "model.safetensors"  # timm's weights file in each of its Hub repositories
+_PROBE_TIMEOUT_S = 5.0
+
+
+def download(repo_id: str, filename: str = HF_FILENAME) -> str:
+  """The local path of ``filename`` of Hub repository ``repo_id`` (e.g.
+  ``"timm/gmlp_s16_224.ra3_in1k"``), from the Hub cache or downloaded into it.
+
+  Offline, fails in seconds (not after the Hub client's minute of retries) with the URL to fetch
+  by hand and what to do with the file.
+  """
+  try:
+    from huggingface_hub import constants, hf_hub_download  # pylint: disable=import-outside-toplevel
+    from huggingface_hub.errors import LocalEntryNotFoundError  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    raise WeightsError(f"Downloading {repo_id} needs huggingface_hub and safetensors: pip install "
+                       f"huggingface_hub safetensors.") from None
+  try:
+    return hf_hub_download(repo_id, filename, local_files_only=True)
+  except LocalEntryNotFoundError:
+    pass  # not in the cache yet
+  url = f"{constants.ENDPOINT}/{repo_id}/resolve/main/{filename}"
+  by_hand = f"fetch {url} on a machine with internet and give that file's path instead"
+  try:
+    urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=_PROBE_TIMEOUT_S)
+  except urllib.error.HTTPError:
+    pass  # the host answered (a missing repository is reported by the download below)
+  except (urllib.error.URLError, OSError) as e:
+    reason = getattr(e, "reason", e)
+    raise WeightsError(f"Cannot download {repo_id}: {urllib.parse.urlsplit(url).netloc} is "
+                       f"unreachable ({type(reason).__name__}; is this machine offline?); "
+                       f"{by_hand}.") from None
+  try:
+    return hf_hub_download(repo_id, filename)
+  except Exception as e:  # noqa: BLE001  (the Hub client's many error types: one line for all)
+    raise WeightsError(f"Downloading {url} failed ({type(e).__name__}: "
+                       f"{' '.join(str(e).split())[:200]}); {by_hand}.") from None

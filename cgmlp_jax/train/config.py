@@ -19,6 +19,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = "cgmlp_2conv"
   c.model_kw = ml_collections.ConfigDict()
   c.dtype = "float32"  # compute dtype: "float32" or "bfloat16" (params stay float32)
+  # Weights to start from instead of a random init (fine-tuning): a workdir, published weights, a
+  # .msgpack / timm .safetensors / .npz file, or hf-hub:ORG/NAME (cgmlp_jax/train/init_from.py).
+  c.init = ""
 
   # Data: any TFDS image-classification dataset with "image" and "label" features.
   c.dataset = "cifar100"

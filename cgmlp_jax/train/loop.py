@@ -19,12 +19,12 @@ import jax.numpy as jnp
 import ml_collections
 from etils import epath
 
-from cgmlp_jax import parallel
+from cgmlp_jax import parallel, restore
 from cgmlp_jax import data as data_lib
 from cgmlp_jax.errors import ConfigError
 from cgmlp_jax.metrics import MetricsLogger
 from cgmlp_jax.train import config as config_lib
-from cgmlp_jax.train import interrupts, optim, step as step_lib, trainer as trainer_lib
+from cgmlp_jax.train import init_from, interrupts, optim, step as step_lib, trainer as trainer_lib
 from cgmlp_jax.train import workdir as workdir_lib
 from cgmlp_jax.train.checkpoint import CheckpointError, Checkpoints
 from cgmlp_jax.train.early_stopping import EarlyStopping
@@ -140,6 +140,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   workdir = epath.Path(workdir if "://" in str(workdir) else os.path.abspath(workdir))
   workdir_lib.probe_writable(workdir)  # before reading any data: fail fast on a bad workdir
   workdir_lib.check_config_change(workdir, config)
+  # The weights to start from, read before the data: a missing file fails in seconds. A run with
+  # a checkpoint resumes from it instead.
+  resuming = bool(restore.checkpoint_steps(workdir / "checkpoints"))
+  init_source = init_from.read(config.init) if config.init and not resuming else None
   data = load_data(config, config_lib.model_image_size(config))
   train = data["train"]
   mean, _ = config_lib.normalization(config)
@@ -160,6 +164,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if restored:
     state, progress = restored
     logger.info(f"Resumed from {workdir / 'checkpoints'} at step {int(state.step)}.")
+  elif config.init:
+    source = init_source or init_from.read(config.init)  # read here after on_bad_checkpoint=fresh
+    state = trainer.init(init_from.fit(source, trainer.model, report=logger.info))
+    logger.info(f"Starting from the weights of init={config.init}.")
+    progress = {"history": [], "early_stopping": {}}
   else:
     state = trainer.init()
     progress = {"history": [], "early_stopping": {}}

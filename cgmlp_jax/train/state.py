@@ -29,12 +29,13 @@ class TrainState(struct.PyTreeNode):
 
 
 def create(model: nn.Module, tx: optax.GradientTransformation, seed: int,
-           channels: int = 3) -> TrainState:
+           channels: int = 3, variables: dict[str, Any] | None = None) -> TrainState:
   """Initialises parameters, BatchNorm statistics (if any) and optimiser state (jit this with
-  ``out_shardings``)."""
+  ``out_shardings``); ``variables``: start from these instead (fine-tuning, ``train.init_from``)."""
   init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
-  images = jnp.zeros((1, model.image_size, model.image_size, channels), jnp.float32)
-  variables = model.init(init_key, images)
+  if variables is None:
+    images = jnp.zeros((1, model.image_size, model.image_size, channels), jnp.float32)
+    variables = model.init(init_key, images)
   params = variables["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                     rng=train_key, batch_stats=variables.get("batch_stats", {}))

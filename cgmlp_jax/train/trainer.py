@@ -23,7 +23,8 @@ class Trainer:
   augment_config: data_lib.AugmentConfig
   mesh: jax.sharding.Mesh
   abstract_state: Any  # TrainState of ShapeDtypeStructs carrying their shardings
-  init: Callable[[], state_lib.TrainState]
+  # () -> a fresh state; (variables) -> a state starting from those weights (train.init_from)
+  init: Callable[..., state_lib.TrainState]
   # (state, metrics, images uint8 (B,H,W,C), labels (B,)) -> (state, metrics); donates both.
   train_step: Callable
   # (variables (TrainState.variables), images, labels, mask) -> metric sums
@@ -50,7 +51,7 @@ def build(config: ml_collections.ConfigDict, num_classes: int, steps_per_epoch: 
   return Trainer(
       model=model, tx=tx, schedule=optim.learning_rate_schedule(config, steps_per_epoch),
       augment_config=augment_config, mesh=mesh, abstract_state=abstract,
-      init=jax.jit(create, out_shardings=shardings),
+      init=jax.jit(lambda variables=None: create(variables=variables), out_shardings=shardings),
       train_step=jax.jit(train_step, in_shardings=(shardings, rep, batch, batch),
                          out_shardings=(shardings, rep), donate_argnums=(0, 1)),
       eval_step=jax.jit(step_lib.make_eval_step(model, augment_config, config.eval_flip),

@@ -1,0 +1,62 @@
+"""A training workdir's best weights -> a small params-only file to publish (models.pretrained).
+
+    python -m cgmlp_jax.export_weights runs/c100_fast/cgmlp_2conv --name cgmlp_2conv_small.cifar100 \
+        [--out weights] [--records docs/log/c100_fast/cgmlp_2conv] [--command "python launch.py ..."]
+
+writes ``OUT/NAME.msgpack`` (the model's variables in float32: no optimiser state, a few MB) and
+``OUT/NAME.json``: the model and its overrides, class count, input size and normalisation, the
+dataset, the checkpoint's epoch with its validation top-1 / top-5, the seed, the command and run
+records it came from, the parameter count, the file's size and sha256.
+"""
+import argparse
+import sys
+
+import jax
+import numpy as np
+
+from cgmlp_jax import cli, restore
+from cgmlp_jax.data import dataset_stats
+from cgmlp_jax.models import pretrained
+
+
+def export(workdir: str, name: str, out: str = "weights", records: str = "",
+           command: str = "") -> dict:
+  """Writes the files and returns the recorded info."""
+  step_dir = restore.find_checkpoint(workdir)
+  model, variables, config = restore.load_model(workdir)
+  step = int(step_dir.name)
+  epoch = next((r for r in restore.read_progress(step_dir)["history"] if r["step"] == step), {})
+  augment = config.get("augment", {})
+  mean, std = ((augment["mean"], augment["std"]) if augment.get("mean")
+               else dataset_stats(config["dataset"]))
+  info = {
+      "name": name, "model": config["model"], "model_kw": config.get("model_kw", {}),
+      "num_classes": model.num_classes, "image_size": model.image_size,
+      "parameters": int(sum(np.size(a) for a in jax.tree.leaves(variables["params"]))),
+      "dataset": config["dataset"], "mean": list(mean), "std": list(std),
+      "epoch": epoch.get("epoch"), "step": step,
+      "val_top1": epoch.get("val_top1"), "val_top5": epoch.get("val_top5"),
+      "seed": config.get("seed"), "command": command, "records": records,
+  }
+  return pretrained.save(f"{out}/{name}{pretrained.SUFFIX}", variables, info)
+
+
+@cli.one_line_errors
+def main(argv: list[str]) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("workdir")
+  parser.add_argument("--name", required=True, help="e.g. cgmlp_2conv_small.cifar100")
+  parser.add_argument("--out", default="weights")
+  parser.add_argument("--records", default="", help="where the run's records are committed")
+  parser.add_argument("--command", default="", help="the command that trained it")
+  args = parser.parse_args(argv)
+  try:
+    info = export(args.workdir, args.name, args.out, args.records, args.command)
+  except FileNotFoundError as e:  # no such workdir, or no checkpoint in it
+    cli.fail(str(e))
+  print(f"{args.out}/{info['file']}: {info['bytes'] / 2**20:.1f} MiB, {info['parameters']:,} "
+        f"parameters, val top-1 {info['val_top1']}, sha256 {info['sha256']}")
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])
