@@ -8,6 +8,7 @@ as such. Parameter counts and forward GFLOPs are computed from the registry mode
 config names, so they describe the architecture that ran rather than a number copied by hand.
 """
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -205,6 +206,10 @@ def build_report(workdirs: list[str], out_dir: str, thresholds=THRESHOLDS) -> st
   if not workdirs:
     raise ValueError("No workdirs given.")
   runs = [runlog.read(w) for w in workdirs]  # all errors before any output
+  names = [run.name for run in runs]
+  if len(set(names)) < len(names):  # e.g. two seeds' ".../gmlp": name them by their parent too
+    runs = [dataclasses.replace(run, name="/".join(os.path.normpath(run.workdir).split(os.sep)[-2:]))
+            for run in runs]
   os.makedirs(out_dir, exist_ok=True)
   notes = []
   markdown = ["# Training runs", "", table(runs, notes, thresholds), "", NOTES, ""]
