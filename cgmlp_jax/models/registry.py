@@ -5,16 +5,16 @@
 | `gmlp_paper` | 64x64 | 64 | patch 8 | 256 | 512 | 4 | token | 1,117,160 | 0.144 |
 | `gmlp_keras` | 64x64 | 64 | patch 8 | 256 | 512 | 4 | token | 1,116,648 | 0.142 |
 | `cgmlp_1conv` | 64x64 | 64 | conv 64, patch 4 | 256 | 512 | 4 | token | 1,332,008 | 0.187 |
-| `cgmlp_2conv` | 64x64 | 64 | conv 32+64, patch 2 | 256 | 512 | 4 | token | 1,153,032 | 0.191 |
-| `cgmlp_2conv_mixed` | 64x64 | 64 | conv 32+64, patch 2 | 256 | 512 | 4 | alternate | 1,276,296 | 0.203 |
+| `cgmlp_2conv` | 64x64 | 64 | conv 32+64, patch 2 | 256 | 512 | 4 | token | 1,153,032 | 0.192 |
+| `cgmlp_2conv_mixed` | 64x64 | 64 | conv 32+64, patch 2 | 256 | 512 | 4 | alternate | 1,276,296 | 0.205 |
 | `gmlp_ti16` | 224x224 | 196 | patch 16 | 128 | 768 | 30 | token | 5,867,328 | 3.607 |
 | `gmlp_s16` | 224x224 | 196 | patch 16 | 256 | 1536 | 30 | token | 19,422,656 | 10.681 |
 | `gmlp_b16` | 224x224 | 196 | patch 16 | 512 | 3072 | 30 | token | 73,075,392 | 35.235 |
 | `gmlp_small` | 32x32 | 64 | patch 4 | 128 | 512 | 4 | token | 551,016 | 0.087 |
 | `gmlp_keras_small` | 32x32 | 64 | patch 4 | 128 | 512 | 4 | token | 550,760 | 0.085 |
 | `cgmlp_1conv_small` | 32x32 | 64 | conv 64, patch 2 | 128 | 512 | 4 | token | 579,496 | 0.095 |
-| `cgmlp_2conv_small` | 32x32 | 64 | conv 32+64, patch 1 | 128 | 512 | 4 | token | 572,552 | 0.098 |
-| `cgmlp_2conv_mixed_small` | 32x32 | 64 | conv 32+64, patch 1 | 128 | 512 | 4 | alternate | 695,816 | 0.111 |
+| `cgmlp_2conv_small` | 32x32 | 64 | conv 32+64, patch 1 | 128 | 512 | 4 | token | 572,552 | 0.099 |
+| `cgmlp_2conv_mixed_small` | 32x32 | 64 | conv 32+64, patch 1 | 128 | 512 | 4 | alternate | 695,816 | 0.112 |
 | `test_gmlp` | 16x16 | 16 | patch 4 | 16 | 32 | 2 | token | 20,120 | 0.000 |
 | `test_cgmlp` | 16x16 | 16 | conv 8, patch 2 | 16 | 32 | 2 | alternate | 20,096 | 0.001 |
 | `test_cgmlp_bn` | 16x16 | 16 | conv 8, patch 2, batch norm | 16 | 32 | 2 | alternate | 20,096 | 0.001 |
