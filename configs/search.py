@@ -32,7 +32,7 @@ change does on its own (the base is a point too):
 ``sample=N`` takes N of the points at random (``seed``).
 """
 from cgmlp_jax.errors import ConfigError
-from cgmlp_jax.sweep import grid, sample
+from cgmlp_jax.sweep_points import grid, sample
 from cgmlp_jax.train.config import parse_arg
 from configs import cpu_track
 

@@ -10,14 +10,14 @@ from absl import flags
 from matplotlib import image as mpimg
 from ml_collections import config_flags
 
-from cgmlp_jax import cli, sweep, sweep_report
+from cgmlp_jax import cli, sweep, sweep_points, sweep_report
 from cgmlp_jax.errors import ConfigError
 from cgmlp_jax.train import config as config_lib
 from tiny_run import final_params, run, tiny_config
 
 TINY_SEARCH = """
 import ml_collections
-from cgmlp_jax.sweep import grid
+from cgmlp_jax.sweep_points import grid
 from cgmlp_jax.train.config import base_config, parse_arg
 
 def get_config(arg=None):
@@ -53,7 +53,7 @@ class FakeRunner:
   ``stop_after_epochs`` (or ``num_epochs``) would write."""
 
   def __init__(self, spec, status=0):
-    self.points = {p.name: p for p in sweep.points(spec)}
+    self.points = {p.name: p for p in sweep_points.points(spec)}
     self.calls, self.status = [], status
 
   def __call__(self, argv):
@@ -96,28 +96,28 @@ POINTS = [{}, {"model_kw.depth": 3}, {"model_kw.d_model": 24},
 
 
 def test_point_names_are_short_safe_and_deterministic():
-  assert sweep.point_name({}) == "base"
-  assert sweep.point_name({"model_kw.depth": 6, "model_kw.axes": "alternate"}) == \
+  assert sweep_points.point_name({}) == "base"
+  assert sweep_points.point_name({"model_kw.depth": 6, "model_kw.axes": "alternate"}) == \
       "axes-alternate_depth6"
-  assert sweep.point_name({"model_kw.axes": "alternate", "model_kw.depth": 6}) == \
+  assert sweep_points.point_name({"model_kw.axes": "alternate", "model_kw.depth": 6}) == \
       "axes-alternate_depth6"  # the order of the dict does not matter
-  assert sweep.point_name({"model_kw.conv_layers": ((64, 3, 2), (128, 3, 1)),
+  assert sweep_points.point_name({"model_kw.conv_layers": ((64, 3, 2), (128, 3, 1)),
                            "model_kw.patch_size": 2}) == "conv64x3x2-128x3x1_patch2"
-  assert sweep.point_name({"model_kw.conv_layers": ()}) == "conv-none"
-  assert sweep.point_name({"optimizer.learning_rate": 2e-3, "model_kw.drop_path_rate": 0.0}) == \
+  assert sweep_points.point_name({"model_kw.conv_layers": ()}) == "conv-none"
+  assert sweep_points.point_name({"optimizer.learning_rate": 2e-3, "model_kw.drop_path_rate": 0.0}) == \
       "sd0_lr0.002"  # sorted by field
-  assert sweep.point_name({"model_kw.axes": ("token", "channel")}) == "axes-token-channel"
-  assert sweep.point_name({"augment.mean": (0.5, 0.5, 0.5)}) == "mean0.5x0.5x0.5"
-  long = sweep.point_name({f"model_kw.f{i}": "x" * 20 for i in range(8)})
-  assert len(long) <= sweep.MAX_NAME and long == sweep.point_name(
+  assert sweep_points.point_name({"model_kw.axes": ("token", "channel")}) == "axes-token-channel"
+  assert sweep_points.point_name({"augment.mean": (0.5, 0.5, 0.5)}) == "mean0.5x0.5x0.5"
+  long = sweep_points.point_name({f"model_kw.f{i}": "x" * 20 for i in range(8)})
+  assert len(long) <= sweep_points.MAX_NAME and long == sweep_points.point_name(
       {f"model_kw.f{i}": "x" * 20 for i in range(8)})
-  assert sweep.point_name({"dataset": "a b/c"}) == "dataset-a-b-c"
+  assert sweep_points.point_name({"dataset": "a b/c"}) == "dataset-a-b-c"
 
 
 def test_points_leave_out_what_equals_the_base_and_refuse_mistakes(tmp_path):
   spec = _search_file(tmp_path, [{}, {"model_kw.depth": 2, "model_kw.d_model": 24},
                                  {"model_kw.conv_layers": [[8, 3, 2]], "num_epochs": 5}])
-  pts = sweep.points(spec + ":epochs=4")
+  pts = sweep_points.points(spec + ":epochs=4")
   # depth 2 is test_cgmlp's own depth, the listed conv stem the base's: not differences.
   assert [p.name for p in pts] == ["base", "dm24", "ep5"]
   assert pts[1].overrides == {"model_kw.d_model": 24} and pts[1].config.model_kw.d_model == 24
@@ -133,7 +133,7 @@ def test_points_leave_out_what_equals_the_base_and_refuse_mistakes(tmp_path):
        r"Sweep points 0 and 1 are the same point \('depth3'"),
       ([], r"no points")):
     with pytest.raises(ConfigError, match=message):
-      sweep.points(_search_file(tmp_path, points))
+      sweep_points.points(_search_file(tmp_path, points))
 
 
 def _parse_command(argv):
@@ -151,14 +151,14 @@ def _parse_command(argv):
 @pytest.mark.parametrize("arg", ["dataset=cifar100", "space=grid,sample=6,seed=1"])
 def test_the_search_commands_parse_to_the_points_configs(arg):
   spec = f"configs/search.py:{arg}"
-  pts = sweep.points(spec)
-  assert [p.name for p in pts] == [p.name for p in sweep.points(spec)]  # deterministic
+  pts = sweep_points.points(spec)
+  assert [p.name for p in pts] == [p.name for p in sweep_points.points(spec)]  # deterministic
   assert len({p.name for p in pts}) == len(pts)
   assert len(pts) == (22 if "grid" not in arg else 6)
   for p in pts:
     assert re.fullmatch(r"[A-Za-z0-9._+-]+", p.name), p.name
     for stop in (0, 3):
-      argv = sweep.command(spec, "runs/search", p, stop)
+      argv = sweep_points.command(spec, "runs/search", p, stop)
       assert argv[:2] == ["python", "launch.py"]
       config, workdir = _parse_command(argv)
       assert workdir == f"runs/search/{p.name}"
@@ -170,7 +170,7 @@ def test_the_search_commands_parse_to_the_points_configs(arg):
 
 def test_finished_points_are_skipped_and_unfinished_ones_rerun(tmp_path, capsys):
   spec, root = _search_file(tmp_path, POINTS), tmp_path / "runs"
-  pts = {p.name: p for p in sweep.points(spec)}
+  pts = {p.name: p for p in sweep_points.points(spec)}
   write_run(str(root / "base"), pts["base"].config)  # finished: skipped
   (root / "depth3").mkdir()
   (root / "depth3" / "metrics.jsonl").write_text("")  # started, no summary.json: resumed
@@ -189,7 +189,7 @@ def test_finished_points_are_skipped_and_unfinished_ones_rerun(tmp_path, capsys)
   assert capsys.readouterr().out == ""
   state = json.loads((root / "sweep.json").read_text())
   assert [p["name"] for p in state["points"]] == list(pts)
-  assert state["points"][1]["command"] == sweep.shell(sweep.command(spec, str(root), pts["depth3"]))
+  assert state["points"][1]["command"] == sweep_points.shell(sweep_points.command(spec, str(root), pts["depth3"]))
 
 
 def test_a_failed_point_is_retried_and_a_stopped_one_ends_the_sweep(tmp_path):
@@ -212,7 +212,7 @@ def test_screening_ranks_the_points_and_continues_the_best(tmp_path, capsys):
     runner(shlex.split(line))  # as a shell on the cluster would
   assert sweep.sweep(spec, str(root), screen_epochs=1, keep=2, print_commands=True) == 0
   printed = capsys.readouterr().out.splitlines()
-  assert printed == [sweep.shell(sweep.command(spec, str(root), p)) for p in sweep.points(spec)
+  assert printed == [sweep_points.shell(sweep_points.command(spec, str(root), p)) for p in sweep_points.points(spec)
                      if p.name in ("depth3", "conv8x3x2-16x3x1")]
 
   # Here: the same in one call, into a fresh root; a second call has nothing left to do.
@@ -289,7 +289,7 @@ def test_the_report_tables_and_plots_each_dataset_from_the_run_records(tmp_path)
   state["points"].append({"name": "later", "differs": "x"})
   (tmp_path / "cifar100" / "sweep.json").write_text(json.dumps(state))
   plain = tmp_path / "plain"
-  write_run(str(plain / "depth3"), sweep.points(spec)[1].config)
+  write_run(str(plain / "depth3"), sweep_points.points(spec)[1].config)
 
   out = tmp_path / "report"
   markdown = sweep_report.build_report(roots + [str(plain)], str(out))
