@@ -5,8 +5,9 @@
 
 writes ``OUT/NAME.msgpack`` (the model's variables in float32: no optimiser state, a few MB) and
 ``OUT/NAME.json``: the model and its overrides, class count, input size and normalisation, the
-dataset, the checkpoint's epoch with its validation top-1 / top-5, the seed, the command and run
-records it came from, the parameter count, the file's size and sha256.
+dataset, the checkpoint's epoch with its validation top-1 / top-5, the seed, the weights it was
+fine-tuned from (``init``), the command and run records it came from, the parameter count, the
+file's size and sha256.
 """
 import argparse
 import sys
@@ -36,7 +37,8 @@ def export(workdir: str, name: str, out: str = "weights", records: str = "",
       "dataset": config["dataset"], "mean": list(mean), "std": list(std),
       "epoch": epoch.get("epoch"), "step": step,
       "val_top1": epoch.get("val_top1"), "val_top5": epoch.get("val_top5"),
-      "seed": config.get("seed"), "command": command, "records": records,
+      "seed": config.get("seed"), "init": config.get("init", ""), "command": command,
+      "records": records,
   }
   return pretrained.save(f"{out}/{name}{pretrained.SUFFIX}", variables, info)
 

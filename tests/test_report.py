@@ -1,6 +1,7 @@
 """Tests for cgmlp_jax.report (and runlog): hand-written workdirs, one finished and one still
 running (resumed once, its last line half written), go into the expected table and plots."""
 import json
+import shutil
 import re
 import shutil
 
@@ -153,3 +154,11 @@ def test_thresholds_set_the_minutes_to_columns(workdirs, tmp_path):
   header = markdown.splitlines()[2]
   assert header.endswith("| min to 50% | min to 75% |")
 
+
+
+def test_runs_of_the_same_name_are_told_apart_by_their_parent(workdirs, tmp_path):
+  for seed in ("seed0", "seed1"):
+    shutil.copytree(workdirs / "finished", tmp_path / seed / "gmlp")
+  markdown = report.build_report([str(tmp_path / seed / "gmlp") for seed in ("seed0", "seed1")],
+                                 str(tmp_path / "out"))
+  assert [row["run"] for row in _rows(markdown)] == ["seed0/gmlp", "seed1/gmlp"]
