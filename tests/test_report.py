@@ -1,7 +1,6 @@
 """Tests for cgmlp_jax.report (and runlog): hand-written workdirs, one finished and one still
 running (resumed once, its last line half written), go into the expected table and plots."""
 import json
-import shutil
 import re
 import shutil
 
