@@ -20,7 +20,8 @@ device) and their input normalisation (ImageNet's for timm, the source dataset's
 head re-initialised when the class count differs; AdamW (weight decay 0.05), 0.5 warm-up epochs,
 cosine decay; crop + flip, label smoothing 0.1; timm: lr 1e-4 for 10 epochs, ours: lr 1e-3 for 5.
 Expected: timm gMLP-S/16 on CIFAR-100 is not measured yet (10.7 GFLOPs per image: a GPU job,
-scripts/device_check.sh); CIFAR-100 -> CIFAR-10 with our weights: README "Pretrained weights".
+scripts/device_check.sh); CIFAR-100 -> CIFAR-10 with our weights (the third command): 76.6 %
+validation top-1 after 5 epochs, 8.4 min on a 2-core CPU (docs/log/ft_c100_to_c10).
 """
 import ml_collections
 
