@@ -16,8 +16,8 @@ import jax
 import numpy as np
 
 from cgmlp_jax import cli, restore
-from cgmlp_jax.data import dataset_stats
 from cgmlp_jax.models import pretrained
+from cgmlp_jax.train import init_from
 
 
 def export(workdir: str, name: str, out: str = "weights", records: str = "",
@@ -27,14 +27,12 @@ def export(workdir: str, name: str, out: str = "weights", records: str = "",
   model, variables, config = restore.load_model(workdir)
   step = int(step_dir.name)
   epoch = next((r for r in restore.read_progress(step_dir)["history"] if r["step"] == step), {})
-  augment = config.get("augment", {})
-  mean, std = ((augment["mean"], augment["std"]) if augment.get("mean")
-               else dataset_stats(config["dataset"]))
+  origin = init_from.origin(workdir)  # the model's input normalisation, as training resolved it
   info = {
       "name": name, "model": config["model"], "model_kw": config.get("model_kw", {}),
       "num_classes": model.num_classes, "image_size": model.image_size,
       "parameters": int(sum(np.size(a) for a in jax.tree.leaves(variables["params"]))),
-      "dataset": config["dataset"], "mean": list(mean), "std": list(std),
+      "dataset": config["dataset"], "mean": list(origin.mean), "std": list(origin.std),
       "epoch": epoch.get("epoch"), "step": step,
       "val_top1": epoch.get("val_top1"), "val_top5": epoch.get("val_top5"),
       "seed": config.get("seed"), "init": config.get("init", ""), "command": command,

@@ -127,7 +127,8 @@ def load(name_or_path: str | os.PathLike, verify: bool = True) -> Pretrained:
   return Pretrained(model, fit(variables, model, report=None), info)
 
 
-def _expected(model: GatedMLPClassifier) -> dict[str, Any]:
+def expected_variables(model: GatedMLPClassifier) -> dict[str, Any]:
+  """The model's variables as ShapeDtypeStructs (nothing computed)."""
   images = jax.ShapeDtypeStruct((1, model.image_size, model.image_size, 3), jnp.float32)
   return jax.eval_shape(model.init, jax.random.key(0), images)
 
@@ -150,7 +151,7 @@ def fit(variables: Mapping[str, Any], model: GatedMLPClassifier, *,
   A missing, extra or mis-shaped array is a ``WeightsError`` listing them all; a head of another
   class count is re-initialised to zeros (this package's head init), reported through ``report``.
   """
-  want = traverse_util.flatten_dict(_expected(model))
+  want = traverse_util.flatten_dict(expected_variables(model))
   got = traverse_util.flatten_dict(
       {k: v for k, v in dict(variables).items() if k in ("params", "batch_stats")})
   missing = sorted("/".join(k) for k in set(want) - set(got))

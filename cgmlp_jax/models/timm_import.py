@@ -29,14 +29,13 @@ import urllib.parse
 import urllib.request
 from typing import Any, Callable, Mapping
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from cgmlp_jax.errors import WeightsError
 from cgmlp_jax.models.classifier import GatedMLPClassifier
 from cgmlp_jax.models.gating import TIMM_GATE_NORM_EPS
-from cgmlp_jax.models.pretrained import check_fits
+from cgmlp_jax.models.pretrained import check_fits, expected_variables
 
 
 def _linear(w: np.ndarray) -> np.ndarray:
@@ -128,8 +127,7 @@ def from_timm_state_dict(state_dict: Mapping[str, Any], model: GatedMLPClassifie
   so is a ``gate_norm_eps`` other than timm's 1e-5 (the outputs then differ slightly from timm's).
   """
   _check_model(model)
-  images = jax.ShapeDtypeStruct((1, model.image_size, model.image_size, 3), jnp.float32)
-  expected = jax.eval_shape(model.init, jax.random.key(0), images)["params"]
+  expected = expected_variables(model)["params"]
   names = _name_map(model.depth)
   state = {k: np.asarray(v) for k, v in state_dict.items()}
   missing = sorted(set(names) - set(state))
