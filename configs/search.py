@@ -18,10 +18,11 @@ The base (``get_config``) is ``configs/cpu_track.py:model=cgmlp_2conv,recipe=fas
 a cosine over ``epochs`` (docs/log/cpu_fast6: 79.2 % on CIFAR-10). The points (``get_sweep``) change
 that base:
 
-``space=axes`` (default, 22 points): one design axis at a time, so each point says what its
+``space=axes`` (default, 23 points): one design axis at a time, so each point says what its
 change does on its own (the base is a point too):
-  * stem: the paper's widths (32 + 64), wider (96 + 192), a 5x5 first kernel, one conv layer (128
-    filters, patch 2: CgMLP-1conv), no conv (patch 4: gMLP);
+  * stem: the paper's widths (32 + 64), wider (96 + 192), a 5x5 first kernel, BatchNorm after each
+    conv (``conv_norm="batch"``), one conv layer (128 filters, patch 2: CgMLP-1conv), no conv
+    (patch 4: gMLP);
   * tokens: patch 2 (16 tokens); the second pool dropped and patch 2 (64 tokens, the second conv at
     16x16);
   * width and depth: d_model 96 / 192, d_ffn 128 / 512, 3 / 6 blocks;
@@ -67,6 +68,7 @@ def get_sweep(arg=None):
         {"model_kw.conv_layers": ((32, 3, 2), (64, 3, 2))},
         {"model_kw.conv_layers": ((96, 3, 2), (192, 3, 2))},
         {"model_kw.conv_layers": ((64, 5, 2), (128, 3, 2))},
+        {"model_kw.conv_norm": "batch"},
         {"model_kw.conv_layers": ONE_CONV, "model_kw.patch_size": 2},
         {"model_kw.conv_layers": (), "model_kw.patch_size": 4},
         {"model_kw.patch_size": 2},

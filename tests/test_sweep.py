@@ -154,7 +154,7 @@ def test_the_search_commands_parse_to_the_points_configs(arg):
   pts = sweep_points.points(spec)
   assert [p.name for p in pts] == [p.name for p in sweep_points.points(spec)]  # deterministic
   assert len({p.name for p in pts}) == len(pts)
-  assert len(pts) == (22 if "grid" not in arg else 6)
+  assert len(pts) == (23 if "grid" not in arg else 6)
   for p in pts:
     assert re.fullmatch(r"[A-Za-z0-9._+-]+", p.name), p.name
     for stop in (0, 3):

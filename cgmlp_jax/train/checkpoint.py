@@ -62,7 +62,17 @@ def _stored(state: Any) -> Any:
 
 
 def _manager(directory: epath.Path, keep: int) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True)
+  """An asynchronous manager whose multi-host barriers are named after its directory.
+
+  Each manager's background save announces its start and end through barriers whose names carry
+  no step (orbax's ``MultihostSynchronizedValue``). Two managers with the same names, saving at
+  the same time (the latest and the best checkpoint at the end of an epoch), join one barrier from
+  two threads and fail with "Barrier ... is already ongoing"; the prefix keeps them apart.
+  """
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=keep, enable_async_checkpointing=True,
+      multiprocessing_options=ocp.options.MultiprocessingOptions(
+          barrier_sync_key_prefix=directory.name))
   return ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
 
 
