@@ -98,9 +98,10 @@ def retry_once_if_aborted(job, tmp_path):
   """``job(root)`` -> launches' results; run once more in a fresh root if a process was aborted.
 
   JAX's CPU multi-process runtime (coordination service, gloo) aborted both processes of this job
-  once in CI (SIGABRT, output lost), and in none of 18 runs here, idle or under CPU load.
-  A second attempt keeps that flake from failing CI; the warning keeps it visible. Any other
-  failure, or a second abort, fails the test.
+  once in CI (SIGABRT, output lost). One known cause, two checkpoint managers joining one orbax
+  barrier ("Barrier ... is already ongoing"), is fixed in train/checkpoint.py; the retry stays for
+  an abort of the runtime itself. A second attempt keeps such a flake from failing CI; the warning
+  keeps it visible. Any other failure, or a second abort, fails the test.
   """
   results = job(root := tmp_path / "attempt1")
   if -signal.SIGABRT in [code for r in results for code in codes(r)]:
