@@ -15,8 +15,9 @@
 The base (``get_config``) is ``configs/cpu_track.py:model=cgmlp_2conv,recipe=fast,epochs=15`` on
 ``dataset``: CgMLP-2conv-small, conv stem 64 + 128 filters (3x3, 2x2 max-pool) without GroupNorm,
 64 tokens, d_model 128, d_ffn 256, 4 token-gating blocks, stochastic depth 0.1, AdamW lr 3e-3 with
-a cosine over ``epochs`` (docs/log/cpu_fast6: 79.2 % on CIFAR-10). The points (``get_sweep``) change
-that base:
+a cosine over ``epochs`` (docs/log/cpu_fast6: 79.2 % on CIFAR-10; again 79.16 % in 26.2 min on the
+2-core AMD EPYC of 2026-12-05, docs/search/cifar10/base). The budget per design is these 15
+epochs; the points (``get_sweep``) change that base:
 
 ``space=axes`` (default, 23 points): one design axis at a time, so each point says what its
 change does on its own (the base is a point too):
