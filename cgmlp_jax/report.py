@@ -20,6 +20,7 @@ from matplotlib.ticker import MaxNLocator
 
 from cgmlp_jax import cli, restore, runlog
 from cgmlp_jax.models import summary as model_summary
+from cgmlp_jax.train.early_stopping import EarlyStopping
 
 THRESHOLDS = (0.70, 0.80, 0.85)  # validation top-1 levels whose time to reach is tabulated
 KNOWN_NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
@@ -200,9 +201,37 @@ def plot_gap(runs: list[runlog.RunLog], path: str) -> None:
   _finish(fig, axes[1], path, "validation − train loss", "", plotted)
 
 
-def build_report(workdirs: list[str], out_dir: str, thresholds=THRESHOLDS) -> str:
+def _replay(run: runlog.RunLog, metric: str, mode: str, patience: int) -> str:
+  """Where early stopping on validation ``metric`` would have ended the recorded run."""
+  rule = EarlyStopping(metric=metric, mode=mode, patience=patience)
+  seen = [e for e in run.epochs if metric in e.val]
+  for e in seen:
+    rule.update(e.val[metric], e.epoch)
+    if rule.stopped:
+      best = max((x.val.get("top1", 0.0) for x in seen if x.epoch <= e.epoch))
+      return f"epoch {e.epoch} (best {rule.best_step}; top-1 {_pct(best)})"
+  return f"not by epoch {seen[-1].epoch} (best {rule.best_step})" if seen else NA
+
+
+def stopping_replay(runs: list[runlog.RunLog], patience: int) -> str:
+  """A markdown table: the epoch at which early stopping on validation loss, and on validation
+  top-1, with ``patience``, would have ended each recorded run, and the best top-1 by then.
+
+  Exact for runs whose training does not depend on the stopping metric (early stopping only
+  decides when to stop; e.g. ``configs/paper.py``, whose plateau schedule watches validation loss
+  whatever the stopping metric), up to the epochs each run recorded."""
+  lines = [f"| run | stops on val loss (patience {patience}) | stops on val top-1 "
+           f"(patience {patience}) |", "|---|---|---|"]
+  lines += [f"| {run.name} | {_replay(run, 'loss', 'min', patience)} | "
+            f"{_replay(run, 'top1', 'max', patience)} |" for run in runs]
+  return "\n".join(lines)
+
+
+def build_report(workdirs: list[str], out_dir: str, thresholds=THRESHOLDS,
+                 replay_patience: int = 0) -> str:
   """Writes ``report.md``, ``val_top1.png``, ``loss.png``, ``gap.png`` to ``out_dir``; returns the
-  markdown. ``thresholds``: the validation top-1 levels whose minutes to reach are tabulated."""
+  markdown. ``thresholds``: the validation top-1 levels whose minutes to reach are tabulated;
+  ``replay_patience`` > 0 adds ``stopping_replay``'s table."""
   if not workdirs:
     raise ValueError("No workdirs given.")
   runs = [runlog.read(w) for w in workdirs]  # all errors before any output
@@ -214,6 +243,9 @@ def build_report(workdirs: list[str], out_dir: str, thresholds=THRESHOLDS) -> st
   notes = []
   markdown = ["# Training runs", "", table(runs, notes, thresholds), "", NOTES, ""]
   markdown += [f"* {note}" for note in notes] + ([""] if notes else [])
+  if replay_patience > 0:
+    markdown += ["Early stopping replayed on the records (best = the epoch of the best value):",
+                 "", stopping_replay(runs, replay_patience), ""]
   markdown += ["![validation top-1](val_top1.png)", "", "![loss](loss.png)", "",
                "![generalisation gap](gap.png)", ""]
   markdown = "\n".join(markdown)
@@ -233,12 +265,15 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--thresholds", default=",".join(str(t) for t in THRESHOLDS),
                       help="validation top-1 levels for the 'min to' columns, e.g. 0.4,0.5,0.6 "
                            "for CIFAR-100")
+  parser.add_argument("--replay_patience", type=int, default=0,
+                      help="> 0: also table where early stopping on validation loss and on "
+                           "validation top-1, with this patience, would have ended each run")
   args = parser.parse_args(argv)
   try:
     thresholds = tuple(float(t) for t in args.thresholds.split(","))
     if not all(0 < t <= 1 for t in thresholds):
       raise ValueError(f"--thresholds must be fractions in (0, 1]; got {args.thresholds}.")
-    print(build_report(args.workdirs, args.out, thresholds))
+    print(build_report(args.workdirs, args.out, thresholds, args.replay_patience))
   except ValueError as e:
     cli.fail(" ".join(str(e).split()))
 

@@ -161,3 +161,17 @@ def test_runs_of_the_same_name_are_told_apart_by_their_parent(workdirs, tmp_path
   markdown = report.build_report([str(tmp_path / seed / "gmlp") for seed in ("seed0", "seed1")],
                                  str(tmp_path / "out"))
   assert [row["run"] for row in _rows(markdown)] == ["seed0/gmlp", "seed1/gmlp"]
+
+
+def test_stopping_replay_finds_where_each_rule_would_have_stopped(tmp_path):
+  # Validation loss is best at epoch 2, top-1 at epoch 3: with patience 2 the loss rule stops
+  # after epoch 4, the top-1 rule after epoch 5; with patience 10 neither stops.
+  losses, top1s = (3.0, 2.0, 2.1, 2.2, 1.9, 2.5), (0.1, 0.3, 0.35, 0.34, 0.33, 0.32)
+  lines = [{"step": 10 * e, "split": "val", "loss": loss, "top1": top1, "top5": 0.9}
+           for e, (loss, top1) in enumerate(zip(losses, top1s), 1)]
+  _write(tmp_path / "run", CONFIG, lines)
+  runs = [runlog.read(str(tmp_path / "run"))]
+  assert report.stopping_replay(runs, 2).splitlines()[2] == (
+      "| run | epoch 4 (best 2; top-1 35.00) | epoch 5 (best 3; top-1 35.00) |")
+  assert report.stopping_replay(runs, 10).splitlines()[2] == (
+      "| run | not by epoch 6 (best 5) | not by epoch 6 (best 3) |")
