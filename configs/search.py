@@ -7,6 +7,10 @@
   TFDS_DATA_DIR=../shared/tfds python -m cgmlp_jax.sweep \\
       --config=configs/search.py:dataset=cifar100 --root=runs/search/cifar100 \\
       --screen_epochs=3 --keep=4
+  # stage 2: the stage-1 leaders combined
+  TFDS_DATA_DIR=../shared/tfds python -m cgmlp_jax.sweep \\
+      --config=configs/search.py:dataset=cifar10,space=combine --root=runs/search/cifar10_combine \\
+      --screen_epochs=3 --keep=2
   python -m cgmlp_jax.sweep_report runs/search/cifar10 runs/search/cifar100 --out docs/search
   # a cluster: the same with --print_commands prints one launch.py command per point
   python -m cgmlp_jax.sweep --config=configs/search.py:space=grid,sample=8 --root=runs/grid \\
@@ -30,6 +34,11 @@ change does on its own (the base is a point too):
   * gating per block: alternate token / channel (the paper's mixed), all channel, token then
     channel;
   * stochastic depth 0 / 0.2; learning rate 2e-3 / 5e-3; weight decay 0.1.
+``space=combine`` (6 points; stage 2, its own ``--root``): the axes that led stage 1's CIFAR-10
+screen (``space=axes``, docs/search: BatchNorm stem 66.7 %, 6 blocks 66.6 %, d_ffn 512 65.6 %
+after 3 epochs, base 65.3 %; d_model 96 as good as the base and cheaper), combined: BatchNorm stem
++ 6 blocks, + d_ffn 512, + both, + d_model 96 and 6 blocks, + the wider stem, + 6 blocks with
+mixed gating;
 ``space=grid`` (24 points): stem width x depth x d_model x gating, for interactions;
 ``sample=N`` takes N of the points at random (``seed``).
 """
@@ -38,7 +47,7 @@ from cgmlp_jax.sweep_points import grid, sample
 from cgmlp_jax.train.config import parse_arg
 from configs import cpu_track
 
-SPACES = ("axes", "grid")
+SPACES = ("axes", "combine", "grid")
 STEM, ONE_CONV = ((64, 3, 2), (128, 3, 2)), ((128, 3, 2),)
 
 
@@ -63,6 +72,16 @@ def get_sweep(arg=None):
                    "model_kw.depth": (4, 6),
                    "model_kw.d_model": (128, 192),
                    "model_kw.axes": ("token", "alternate")})
+  elif args.space == "combine":
+    bn_deep = {"model_kw.conv_norm": "batch", "model_kw.depth": 6}
+    points = [
+        bn_deep,
+        {"model_kw.conv_norm": "batch", "model_kw.d_ffn": 512},
+        {**bn_deep, "model_kw.d_ffn": 512},
+        {**bn_deep, "model_kw.d_model": 96},
+        {"model_kw.conv_norm": "batch", "model_kw.conv_layers": ((96, 3, 2), (192, 3, 2))},
+        {**bn_deep, "model_kw.axes": "alternate"},
+    ]
   else:
     points = [
         {},  # the base

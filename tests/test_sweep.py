@@ -148,13 +148,14 @@ def _parse_command(argv):
   return values.config, values.workdir
 
 
-@pytest.mark.parametrize("arg", ["dataset=cifar100", "space=grid,sample=6,seed=1"])
-def test_the_search_commands_parse_to_the_points_configs(arg):
+@pytest.mark.parametrize("arg,count", [("dataset=cifar100", 23), ("space=combine", 6),
+                                       ("space=grid,sample=6,seed=1", 6)])
+def test_the_search_commands_parse_to_the_points_configs(arg, count):
   spec = f"configs/search.py:{arg}"
   pts = sweep_points.points(spec)
   assert [p.name for p in pts] == [p.name for p in sweep_points.points(spec)]  # deterministic
   assert len({p.name for p in pts}) == len(pts)
-  assert len(pts) == (23 if "grid" not in arg else 6)
+  assert len(pts) == count
   for p in pts:
     assert re.fullmatch(r"[A-Za-z0-9._+-]+", p.name), p.name
     for stop in (0, 3):
