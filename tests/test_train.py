@@ -305,6 +305,7 @@ def test_missing_dataset_fails_before_the_model_is_built(tmp_path, monkeypatch):
     ("configs/paper.py", "model=cgmlp_1conv,small", "cgmlp_1conv_small"),
     ("configs/cpu_track.py", "model=gmlp", "gmlp_small"),
     ("configs/imagenet.py", "variant=ti16,dataset=imagenette", "gmlp_ti16"),
+    ("configs/search_winner.py", "dataset=cifar100", "cgmlp_2conv_bn_small"),
 ])
 def test_config_files_parse_override_and_validate(path, arg, model):
   argv = ["launch.py", f"--config={path}" + (f":{arg}" if arg else ""), "--config.num_epochs=3"]

@@ -15,6 +15,7 @@
 | `cgmlp_1conv_small` | 32x32 | 64 | conv 64, patch 2 | 128 | 512 | 4 | token | 579,496 | 0.095 |
 | `cgmlp_2conv_small` | 32x32 | 64 | conv 32+64, patch 1 | 128 | 512 | 4 | token | 572,552 | 0.099 |
 | `cgmlp_2conv_mixed_small` | 32x32 | 64 | conv 32+64, patch 1 | 128 | 512 | 4 | alternate | 695,816 | 0.112 |
+| `cgmlp_2conv_bn_small` | 32x32 | 64 | conv 64+128, patch 1, batch norm | 128 | 512 | 4 | token | 637,096 | 0.131 |
 | `test_gmlp` | 16x16 | 16 | patch 4 | 16 | 32 | 2 | token | 20,120 | 0.000 |
 | `test_cgmlp` | 16x16 | 16 | conv 8, patch 2 | 16 | 32 | 2 | alternate | 20,096 | 0.001 |
 | `test_cgmlp_bn` | 16x16 | 16 | conv 8, patch 2, batch norm | 16 | 32 | 2 | alternate | 20,096 | 0.001 |
@@ -41,6 +42,9 @@ any ``--num_classes``); GFLOPs are XLA's cost analysis of one forward pass (mult
   ``gmlp_ti16_224`` / ``gmlp_s16_224`` / ``gmlp_b16_224``, whose gating LayerNorm eps (1e-5) they
   take (``gate_norm_eps``; every other variant keeps 1e-6). ``timm_import.from_timm_state_dict``
   loads timm's weights into them.
+* ``cgmlp_2conv_bn_small``: the design search's CIFAR-10 winner (configs/search_winner.py;
+  docs/search): ``cgmlp_2conv_small``'s blocks behind a stem twice as wide (64 + 128 filters) with
+  BatchNorm after each conv, no dropout, stochastic depth 0.1.
 * ``*_small``: the paper's three architectures at native 32x32 CIFAR resolution with d_model 128,
   for CPU-scale experiments (``gmlp_keras_small``: the Keras example's block). ``test_*``: tiny
   variants for unit tests (``test_cgmlp_bn``: ``test_cgmlp`` with a BatchNorm stem).
@@ -76,6 +80,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "cgmlp_2conv_small": dict(_SMALL, conv_layers=((32, 3, 2), (64, 3, 2)), patch_size=1),
     "cgmlp_2conv_mixed_small": dict(_SMALL, conv_layers=((32, 3, 2), (64, 3, 2)), patch_size=1,
                                     axes="alternate"),
+    # The design search's winner (configs/search.py, docs/search): the fast recipe's wider stem
+    # with BatchNorm in front of cgmlp_2conv_small's blocks; no dropout, stochastic depth 0.1.
+    "cgmlp_2conv_bn_small": dict(_SMALL, conv_layers=((64, 3, 2), (128, 3, 2)), patch_size=1,
+                                 conv_norm="batch", dropout_rate=0.0, head_dropout_rate=0.0,
+                                 drop_path_rate=0.1),
     "test_gmlp": dict(_TEST, patch_size=4),
     "test_cgmlp": dict(_TEST, conv_layers=((8, 3, 2),), patch_size=2, axes="alternate"),
     "test_cgmlp_bn": dict(_TEST, conv_layers=((8, 3, 2),), patch_size=2, axes="alternate",
