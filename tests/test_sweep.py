@@ -13,6 +13,7 @@ from ml_collections import config_flags
 from cgmlp_jax import cli, models, sweep, sweep_points, sweep_report
 from cgmlp_jax.errors import ConfigError
 from cgmlp_jax.train import config as config_lib
+from configs import search_winner
 from tiny_run import final_params, run, tiny_config
 
 TINY_SEARCH = """
@@ -173,18 +174,22 @@ def test_the_search_commands_parse_to_the_points_configs(arg, count):
 def test_the_winner_config_is_the_search_point_it_names(dataset):
   """configs/search_winner.py's variant is the network of the search's winning point, and the
   rest of its config is that point's: so its runs stand beside the search's."""
-  from configs import search_winner
   point = next(p for p in sweep_points.points(f"configs/search.py:dataset={dataset},space=combine")
                if p.name == "norm-batch_ffn512")
   winner = search_winner.get_config(f"dataset={dataset}")
   config_lib.validate(winner)
   assert winner.model == "cgmlp_2conv_bn_small" and not winner.model_kw
-  fields = lambda m: {f: getattr(m, f) for f in models.registry.FIELDS}  # noqa: E731
-  assert (fields(config_lib.build_model(winner, num_classes=100)) ==
-          fields(config_lib.build_model(point.config, num_classes=100)))
-  strip = lambda c: {k: v for k, v in json.loads(c.to_json_best_effort()).items()  # noqa: E731
-                     if k not in ("model", "model_kw")}
-  assert strip(winner) == strip(point.config)
+
+  def network(config):
+    model = config_lib.build_model(config, num_classes=100)
+    return {f: getattr(model, f) for f in models.registry.FIELDS}
+
+  def recipe(config):
+    return {k: v for k, v in json.loads(config.to_json_best_effort()).items()
+            if k not in ("model", "model_kw")}
+
+  assert network(winner) == network(point.config)
+  assert recipe(winner) == recipe(point.config)
 
 
 def test_finished_points_are_skipped_and_unfinished_ones_rerun(tmp_path, capsys):
