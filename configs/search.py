@@ -10,7 +10,7 @@
   # stage 2: the stage-1 leaders combined
   TFDS_DATA_DIR=../shared/tfds python -m cgmlp_jax.sweep \\
       --config=configs/search.py:dataset=cifar10,space=combine --root=runs/search/cifar10_combine \\
-      --screen_epochs=3 --keep=2
+      --screen_epochs=3 --keep=1
   python -m cgmlp_jax.sweep_report runs/search/cifar10 runs/search/cifar100 --out docs/search
   # a cluster: the same with --print_commands prints one launch.py command per point
   python -m cgmlp_jax.sweep --config=configs/search.py:space=grid,sample=8 --root=runs/grid \\
@@ -38,8 +38,9 @@ change does on its own (the base is a point too):
 screen (``space=axes``, docs/search: BatchNorm stem 66.7 %, 6 blocks 66.6 %, d_ffn 512 65.6 %
 after 3 epochs, base 65.3 %; d_model 96 as good as the base and cheaper), combined: BatchNorm stem
 + 6 blocks, + d_ffn 512, + both, + d_model 96 and 6 blocks, + the wider stem, + 6 blocks with
-mixed gating (screened 4 of 6: BatchNorm stem + d_ffn 512 leads at 67.3 % after 3 epochs, 6
-blocks add nothing; that point is the variant ``cgmlp_2conv_bn_small``, configs/search_winner.py);
+mixed gating (docs/search: the wider stem with BatchNorm 67.6 % and BatchNorm + d_ffn 512 67.3 %
+after 3 epochs, within the noise of each other; 6 blocks add nothing; the second, continued first,
+is the variant ``cgmlp_2conv_bn_small``: configs/search_winner.py, 80.6 % at 15 epochs);
 ``space=grid`` (24 points): stem width x depth x d_model x gating, for interactions;
 ``sample=N`` takes N of the points at random (``seed``).
 """
