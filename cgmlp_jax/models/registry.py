@@ -80,8 +80,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "cgmlp_2conv_small": dict(_SMALL, conv_layers=((32, 3, 2), (64, 3, 2)), patch_size=1),
     "cgmlp_2conv_mixed_small": dict(_SMALL, conv_layers=((32, 3, 2), (64, 3, 2)), patch_size=1,
                                     axes="alternate"),
-    # The design search's winner (configs/search.py, docs/search): the fast recipe's wider stem
-    # with BatchNorm in front of cgmlp_2conv_small's blocks; no dropout, stochastic depth 0.1.
     "cgmlp_2conv_bn_small": dict(_SMALL, conv_layers=((64, 3, 2), (128, 3, 2)), patch_size=1,
                                  conv_norm="batch", dropout_rate=0.0, head_dropout_rate=0.0,
                                  drop_path_rate=0.1),
