@@ -25,9 +25,9 @@ what differs from the base (``depth6_axes-alternate``; ``base`` for the base its
   commands; once they have finished, the next call prints the K continuations.
 
 ``ROOT/sweep.json`` records the sweep (config, points, their overrides and commands, the screen
-settings, each point's screen top-1, rank and whether it was kept); ``python -m
-cgmlp_jax.sweep_report ROOT --out DIR`` reports the points, and how well the screen predicted the
-full runs, from it and the workdirs' run records.
+settings, each point's screen top-1 and rank among the points screened so far, and, once all are
+screened, whether it was kept); ``python -m cgmlp_jax.sweep_report ROOT --out DIR`` reports the
+points, and how well the screen predicted the full runs, from it and the workdirs' run records.
 """
 import argparse
 import json
@@ -170,16 +170,20 @@ def sweep(spec: str, root: str, screen_epochs: int = 0, keep: int = 0,
         failed.append((p.name, status))
     return True
 
+  def screened() -> dict[str, dict | None]:
+    return {p.name: screen_result(workdir[p.name], screen_epochs) for p in pts}
+
   results, kept = {}, []
   full = pts
   if screen_epochs:
     todo = [p for p in pts if not reached(workdir[p.name], screen_epochs)]
     say(f"screen: {len(pts) - len(todo)} of {len(pts)} points have trained {screen_epochs} "
         f"epochs; {len(todo)} to go.")
-    _write_state(root, _state(spec, root, pts, screen_epochs, keep, {}, []))
+    # The screens finished so far stay recorded while the others run (or are printed).
+    _write_state(root, _state(spec, root, pts, screen_epochs, keep, screened(), []))
     if not do(todo, screen_epochs, f"screen ({screen_epochs} epochs)"):
       return failed[-1][1]
-    results = {p.name: screen_result(workdir[p.name], screen_epochs) for p in pts}
+    results = screened()
     if print_commands and todo:
       say(f"{len(todo)} screening run(s) printed; run this again once they have finished for "
           f"the {keep} continuations.")

@@ -232,8 +232,17 @@ def test_screening_ranks_the_points_and_continues_the_best(tmp_path, capsys):
   assert len(printed) == 4 and all(line.endswith(" --config.stop_after_epochs=1")
                                    for line in printed)
   runner = FakeRunner(spec)
-  for line in printed:
+  for line in printed[:2]:
     runner(shlex.split(line))  # as a shell on the cluster would
+  # Half screened: the other two screens are printed again, the finished ones stay recorded.
+  assert sweep.sweep(spec, str(root), screen_epochs=1, keep=2, print_commands=True) == 0
+  assert capsys.readouterr().out.splitlines() == printed[2:]
+  state = {p["name"]: p for p in json.loads((root / "sweep.json").read_text())["points"]}
+  assert {n: (p["screen_top1"], p["screen_rank"], p["kept"]) for n, p in state.items()} == {
+      "base": (0.30, 2, False), "depth3": (0.35, 1, False), "dm24": (None, None, False),
+      "conv8x3x2-16x3x1": (None, None, False)}
+  for line in printed[2:]:
+    runner(shlex.split(line))
   assert sweep.sweep(spec, str(root), screen_epochs=1, keep=2, print_commands=True) == 0
   printed = capsys.readouterr().out.splitlines()
   assert printed == [sweep_points.shell(sweep_points.command(spec, str(root), p)) for p in sweep_points.points(spec)
