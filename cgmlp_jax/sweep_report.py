@@ -7,17 +7,21 @@ subdirectory holding a ``metrics.jsonl`` is a point) and the points' run records
 ``metrics.jsonl``, ``summary.json``: what a results page commits; no checkpoints needed), and writes
 under ``--out`` ``report.md`` (a table per dataset, the screen's prediction) and
 ``pareto_DATASET.png``: validation top-1 against training GFLOPs per image and against training
-wall minutes, the Pareto front marked.
+wall minutes, the Pareto front marked. Runs of one design with different seeds (in any of the
+roots) are one point of the front, at their mean.
 """
 import argparse
 import dataclasses
+import functools
 import json
 import os
+import statistics
 
 import scipy.stats
 from matplotlib.figure import Figure
 
-from cgmlp_jax import cli, report, runlog, sweep
+from cgmlp_jax import cli, report, restore, runlog, sweep
+from cgmlp_jax.models import registry
 
 TRAIN_FLOPS_FACTOR = 3  # training FLOPs per image = forward + backward (~2x forward)
 NA = "n/a"
@@ -26,8 +30,13 @@ NOTES = f"""Top-1: best validation top-1 (%) over the run's epochs. Training GFL
 FLOPs; XLA's count of the whole train step is 2.3-2.7 x forward for these models, BENCHMARKS.md). \
 Minutes: the training wall time the trainer recorded (the sum over starts, validation included), \
 on the machine that ran the point. Screen: validation top-1 after the screen's epochs, under the \
-full schedule ("kept": continued to the full budget). Pareto: no other full-budget point of the dataset has at least the top-1 at no more \
-cost (GFLOPs: training GFLOPs/img; min: wall minutes)."""
+full schedule ("kept": continued to the full budget). Pareto: no other full-budget point of the \
+dataset has at least the top-1 at no more cost (GFLOPs: training GFLOPs/img; min: wall minutes); \
+the seeds of one design (the same network and recipe) count as one point, at their mean top-1 \
+and cost, and are marked together."""
+# Config fields that do not make a design: the seed, and the screen's stop (model and model_kw
+# enter as the network they build, so a variant and the same network by overrides are one design).
+NOT_DESIGN = ("seed", "stop_after_epochs", "model", "model_kw")
 
 
 @dataclasses.dataclass
@@ -46,6 +55,7 @@ class Row:
   top1: float | None  # best validation top-1
   screen_top1: float | None
   kept: bool | None  # continued after the screen; None: no screen
+  design: str = ""  # equal for runs of the same network and recipe (seeds of one design)
   pareto: tuple[str, ...] = ()  # cost axes on whose front it lies
 
 
@@ -62,6 +72,21 @@ def spearman(x: list[float], y: list[float]) -> float | None:
   if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
     return None
   return float(scipy.stats.spearmanr(x, y).statistic)
+
+
+@functools.lru_cache(maxsize=None)
+def _network(model: str, model_kw_json: str) -> str:
+  """The network's fields (the variant with its overrides applied), as canonical JSON."""
+  m = restore.build_model({"model": model, "model_kw": json.loads(model_kw_json)}, 10)
+  return json.dumps({f: getattr(m, f) for f in registry.FIELDS if f != "num_classes"},
+                    sort_keys=True, default=str)
+
+
+def design(config: dict) -> str:
+  """A key equal for runs of one design: the same network and recipe, whatever the seed."""
+  kw = json.dumps(config.get("model_kw") or {}, sort_keys=True)
+  recipe = {k: v for k, v in config.items() if k not in NOT_DESIGN}
+  return json.dumps([_network(config["model"], kw), recipe], sort_keys=True, default=str)
 
 
 def _sweep_state(root: str) -> dict | None:
@@ -95,8 +120,9 @@ def read_root(root: str, first_number: int = 1) -> tuple[list[Row], dict | None,
     kw = run.config.get("model_kw") or {}
     try:
       params, forward = report._cost(run.config["model"], json.dumps(kw, sort_keys=True), classes)
+      key = design(run.config)
     except (ValueError, TypeError, KeyError) as e:
-      params, forward = None, None
+      params, forward, key = None, None, f"{root}/{entry['name']}"
       notes.append(f"{entry['name']}: cannot build its model ({e}).")
     num_epochs = run.config.get("num_epochs")
     with_val = [e for e in run.epochs if "top1" in e.val]
@@ -112,21 +138,27 @@ def read_root(root: str, first_number: int = 1) -> tuple[list[Row], dict | None,
         minutes=walls[-1] / 60 if walls else None,
         top1=max((e.val["top1"] for e in with_val), default=None),
         screen_top1=screen["top1"] if screen else None,
-        kept=entry.get("kept") if screen_epochs else None))
+        kept=entry.get("kept") if screen_epochs else None, design=key))
   if waiting:
     notes.append(f"{root}: not started yet: {', '.join(waiting)}.")
   return rows, state, notes
 
 
 def mark_pareto(rows: list[Row]) -> None:
-  """Sets ``pareto`` of the complete rows, per dataset and cost axis."""
+  """Sets ``pareto`` of the complete rows, per dataset and cost axis; the seeds of a design are
+  one point (mean cost, mean top-1), so they neither push each other off the front nor split."""
   for dataset in {r.dataset for r in rows}:
     for axis, cost in (("GFLOPs", "train_gflops"), ("min", "minutes")):
-      candidates = [r for r in rows if r.dataset == dataset and r.complete and
-                    r.top1 is not None and getattr(r, cost) is not None]
-      front = pareto_front([(getattr(r, cost), r.top1) for r in candidates])
-      for r, on in zip(candidates, front):
-        if on:
+      designs: dict[str, list[Row]] = {}
+      for r in rows:
+        if (r.dataset == dataset and r.complete and r.top1 is not None and
+            getattr(r, cost) is not None):
+          designs.setdefault(r.design, []).append(r)
+      seeds = list(designs.values())
+      front = pareto_front([(statistics.fmean(getattr(r, cost) for r in runs),
+                             statistics.fmean(r.top1 for r in runs)) for runs in seeds])
+      for runs, on in zip(seeds, front):
+        for r in runs if on else ():
           r.pareto += (axis,)
 
 

@@ -311,6 +311,27 @@ def test_pareto_front_and_rank_correlation():
   assert sweep_report.spearman([1, 1, 1], [1, 2, 3]) is None
 
 
+def test_the_seeds_of_a_design_are_one_pareto_point():
+  """Two seeds of one design neither push each other off the front nor stand apart on it: the
+  design sits at their mean. A variant and the same network built by overrides are one design."""
+  point = next(p for p in sweep_points.points("configs/search.py:dataset=cifar10,space=combine")
+               if p.name == "norm-batch_ffn512")
+  as_point = json.loads(point.config.to_json_best_effort())
+  as_variant = json.loads(search_winner.get_config("dataset=cifar10").to_json_best_effort())
+  assert sweep_report.design(as_point) == sweep_report.design({**as_variant, "seed": 1})
+  assert sweep_report.design(as_point) != sweep_report.design({**as_point, "num_epochs": 30})
+
+  def row(number, design, gflops, minutes, top1):
+    return sweep_report.Row(number, "root", str(number), "", "cifar10", 1, gflops, 15, 15, True,
+                            minutes, top1, None, None, design=design)
+
+  # Design a: seeds at 42 and 40 min (mean 41, top-1 0.80); b: one run at 41 min, 0.79.
+  rows = [row(1, "a", 0.39, 42.0, 0.806), row(2, "a", 0.39, 40.0, 0.794),
+          row(3, "b", 0.26, 41.0, 0.79)]
+  sweep_report.mark_pareto(rows)
+  assert [r.pareto for r in rows] == [("GFLOPs", "min"), ("GFLOPs", "min"), ("GFLOPs",)]
+
+
 def test_the_report_tables_and_plots_each_dataset_from_the_run_records(tmp_path):
   roots = []
   for dataset, points in (("cifar10", POINTS), ("cifar100", POINTS[:2])):
