@@ -34,9 +34,13 @@ full schedule ("kept": continued to the full budget). Pareto: no other full-budg
 dataset has at least the top-1 at no more cost (GFLOPs: training GFLOPs/img; min: wall minutes); \
 the seeds of one design (the same network and recipe) count as one point, at their mean top-1 \
 and cost, and are marked together."""
-# Config fields that do not make a design: the seed, and the screen's stop (model and model_kw
-# enter as the network they build, so a variant and the same network by overrides are one design).
-NOT_DESIGN = ("seed", "stop_after_epochs", "model", "model_kw")
+# Config fields that do not make a design: the seed, the screen's stop, where the data is and how
+# the run logs, checkpoints and spreads over devices (model and model_kw enter as the network they
+# build, so a variant and the same network by overrides are one design).
+NOT_DESIGN = ("seed", "stop_after_epochs", "model", "model_kw", "data_dir", "download", "input",
+              "memory_limit_gb", "eval_batch_size", "log_every_steps", "max_steps_ahead",
+              "checkpoint_every_steps", "keep_checkpoints", "distributed", "cpu_devices",
+              "on_config_change", "on_bad_checkpoint")
 
 
 @dataclasses.dataclass
@@ -158,8 +162,9 @@ def mark_pareto(rows: list[Row]) -> None:
       front = pareto_front([(statistics.fmean(getattr(r, cost) for r in runs),
                              statistics.fmean(r.top1 for r in runs)) for runs in seeds])
       for runs, on in zip(seeds, front):
-        for r in runs if on else ():
-          r.pareto += (axis,)
+        if on:
+          for r in runs:
+            r.pareto += (axis,)
 
 
 def screen_prediction(rows: list[Row], state: dict | None) -> str | None:

@@ -40,7 +40,8 @@ after 3 epochs, base 65.3 %; d_model 96 as good as the base and cheaper), combin
 + 6 blocks, + d_ffn 512, + both, + d_model 96 and 6 blocks, + the wider stem, + 6 blocks with
 mixed gating (docs/search: the wider stem with BatchNorm 67.6 % and BatchNorm + d_ffn 512 67.3 %
 after 3 epochs, within the noise of each other; 6 blocks add nothing; the second, continued first,
-is the variant ``cgmlp_2conv_bn_small``: configs/search_winner.py, 80.6 % at 15 epochs);
+is the variant ``cgmlp_2conv_bn_small``: configs/search_winner.py, 80.6 / 80.1 % at 15 epochs
+with seeds 0 / 1; the first, continued by the sweep, 79.5 %);
 ``space=grid`` (24 points): stem width x depth x d_model x gating, for interactions;
 ``sample=N`` takes N of the points at random (``seed``).
 """
