@@ -6,6 +6,7 @@ Pure data code: nothing here imports the models or the trainer.
 from cgmlp_jax.data.augment import (
     CIFAR10_MEAN,
     CIFAR10_STD,
+    ZOOM_STYLES,
     AugmentConfig,
     augment,
     normalize,
@@ -40,6 +41,7 @@ __all__ = [
     "resolve_splits",
     "steps_per_epoch",
     "StreamSplit",
+    "ZOOM_STYLES",
     "in_memory_bytes",
     "stream_split",
     "train_batches",

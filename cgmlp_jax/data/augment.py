@@ -7,8 +7,9 @@ the batch key and is transformed under `vmap`, so examples are augmented indepen
 is reproducible from its key alone. Options are read from the static config in Python, so a
 disabled option is not traced at all and costs nothing.
 
-Pixel values are handled in [0, 1] units until the per-channel normalisation; crop padding and
-zoom fill with zeros (black) there.
+Pixel values are handled in [0, 1] units until the per-channel normalisation; crop padding fills
+with zeros (black) there, and so does zoom with ``zoom_style="zero_fill"``; ``zoom_style="keras"``
+reflects the image at its borders instead, as Keras' ``RandomZoom`` does.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 # Random erasing box, as in Zhong et al. 2017: area fraction and log-uniform aspect ratio ranges.
 _ERASE_AREA = (0.02, 1.0 / 3.0)
 _ERASE_LOG_RATIO = (math.log(0.3), math.log(1.0 / 0.3))
+ZOOM_STYLES = ("zero_fill", "keras")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,8 +37,12 @@ class AugmentConfig:
     image_size: side of the square model input; images are resized to it.
     crop_padding: zero padding (pixels of the original image) for the random crop; 0 = off.
     flip: random horizontal flip.
-    zoom: random zoom about the centre by a factor uniform in [1 - zoom, 1 + zoom]
-      (like Keras RandomZoom(±zoom)); 0 = off.
+    zoom: random zoom about the centre by a factor uniform in [1 - zoom, 1 + zoom]; 0 = off.
+    zoom_style: "zero_fill": one factor magnifies both axes, applied with the resize to
+      image_size in one resampling of the stored image, black outside it. "keras": Keras'
+      ``RandomZoom(zoom, zoom)`` (TF 2.x) on the image already resized to image_size: independent
+      height and width factors f, each output pixel x sampled at input f * (x - c) + c (f > 1
+      zooms out), bilinear, borders reflected (d c b a | a b c d).
     mixup_alpha: Beta(alpha, alpha) parameter of mixup; 0 = off.
     cutmix_alpha: Beta(alpha, alpha) parameter of CutMix; 0 = off. With mixup also on, each
       batch uses one of the two with equal probability.
@@ -49,6 +55,7 @@ class AugmentConfig:
   crop_padding: int = 4
   flip: bool = True
   zoom: float = 0.0
+  zoom_style: str = "zero_fill"
   mixup_alpha: float = 0.0
   cutmix_alpha: float = 0.0
   random_erasing: float = 0.0
@@ -66,6 +73,8 @@ class AugmentConfig:
       problems.append(f"crop_padding must be >= 0, got {self.crop_padding}")
     if not 0.0 <= self.zoom < 1.0:
       problems.append(f"zoom must be in [0, 1), got {self.zoom}")
+    if self.zoom_style not in ZOOM_STYLES:
+      problems.append(f"zoom_style must be one of {ZOOM_STYLES}, got {self.zoom_style!r}")
     if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
       problems.append(f"mixup_alpha and cutmix_alpha must be >= 0, got {self.mixup_alpha} and "
                       f"{self.cutmix_alpha}")
@@ -135,6 +144,35 @@ def _random_zoom(u: jax.Array, image: jax.Array, zoom: float, size: int) -> jax.
                                        antialias=True)
 
 
+def _reflect(index: jax.Array, n: int) -> jax.Array:
+  """Integer pixel indices folded into [0, n) by half-sample reflection (d c b a | a b c d);
+  exact for indices in [-n, 2n)."""
+  index = jnp.where(index < 0, -index - 1, index)
+  return jnp.where(index >= n, 2 * n - 1 - index, index)
+
+
+def _zoom_matrix(factor: jax.Array, n: int) -> jax.Array:
+  """(n, n) bilinear resampling of one axis: output i reads input f * (i - c) + c, reflected."""
+  centre = (n - 1) / 2.0
+  coords = factor * (jnp.arange(n, dtype=jnp.float32) - centre) + centre  # (n,)
+  low = jnp.floor(coords)
+  frac = (coords - low)[:, None]
+  low = low.astype(jnp.int32)
+  return ((1.0 - frac) * jax.nn.one_hot(_reflect(low, n), n) +
+          frac * jax.nn.one_hot(_reflect(low + 1, n), n))
+
+
+def _random_zoom_keras(u: jax.Array, image: jax.Array, zoom: float) -> jax.Array:
+  """(S, S, C) -> (S, S, C): Keras RandomZoom; u: (2,) uniforms (height, width factors).
+
+  Zoom without rotation is separable, so the bilinear resampling is two small matrix products.
+  """
+  h, w, _ = image.shape
+  factor = 1.0 - zoom + 2.0 * zoom * u  # (2,) uniform in [1 - zoom, 1 + zoom]
+  rows, cols = _zoom_matrix(factor[0], h), _zoom_matrix(factor[1], w)  # (S, S) each
+  return jnp.einsum("ij,jkc,lk->ilc", rows, image, cols, precision=jax.lax.Precision.HIGHEST)
+
+
 def _random_erase(u: jax.Array, noise: jax.Array, image: jax.Array,
                   cfg: AugmentConfig) -> jax.Array:
   """(S, S, C) normalised -> same; with probability cfg.random_erasing a box becomes noise.
@@ -157,24 +195,28 @@ def _random_erase(u: jax.Array, noise: jax.Array, image: jax.Array,
   return jnp.where(erase[..., None], _standardize(noise, cfg), image)
 
 
-# Per-example uniform draws consumed by _augment_one: crop (2), flip, zoom, erasing (5).
-_NUM_UNIFORMS = 9
+def _num_uniforms(cfg: AugmentConfig) -> int:
+  """Per-example uniform draws consumed by _augment_one: crop (2), flip, zoom (1, or 2 for
+  zoom_style="keras"), erasing (5)."""
+  return 10 if cfg.zoom_style == "keras" else 9
 
 
 def _augment_one(u: jax.Array, noise, image: jax.Array, cfg: AugmentConfig) -> jax.Array:
   """(H, W, C) float in [0, 1] -> (S, S, C) normalised, augmented float32.
 
-  u: (_NUM_UNIFORMS,) this example's uniforms; noise: (S, S, C) erasing noise or None.
+  u: (_num_uniforms(cfg),) this example's uniforms; noise: (S, S, C) erasing noise or None.
   """
-  u_crop, u_flip, u_zoom, u_erase = jnp.split(u, [2, 3, 4])
+  u_crop, u_flip, u_zoom, u_erase = jnp.split(u, [2, 3, _num_uniforms(cfg) - 5])
   if cfg.crop_padding:
     image = _random_crop(u_crop, image, cfg.crop_padding)
   if cfg.flip:
     image = _random_flip(u_flip[0], image)
-  if cfg.zoom:
+  if cfg.zoom and cfg.zoom_style == "zero_fill":
     image = _random_zoom(u_zoom[0], image, cfg.zoom, cfg.image_size)
   else:
     image = _resize(image, cfg.image_size)
+    if cfg.zoom:
+      image = _random_zoom_keras(u_zoom, image, cfg.zoom)
   image = _standardize(image, cfg)
   if cfg.random_erasing:
     image = _random_erase(u_erase, noise, image, cfg)
@@ -261,11 +303,12 @@ def augment(
   # draw compiles several times slower than a flat one. Rows are independent, so examples still
   # augment independently.
   noise_size = size * size * channels if cfg.random_erasing else 0
-  u = jax.random.uniform(k_u, (batch * (_NUM_UNIFORMS + noise_size),))
-  u = u.reshape(batch, _NUM_UNIFORMS + noise_size)
-  noise = (u[:, _NUM_UNIFORMS:].reshape(batch, size, size, channels) if cfg.random_erasing else None
+  num_uniforms = _num_uniforms(cfg)
+  u = jax.random.uniform(k_u, (batch * (num_uniforms + noise_size),))
+  u = u.reshape(batch, num_uniforms + noise_size)
+  noise = (u[:, num_uniforms:].reshape(batch, size, size, channels) if cfg.random_erasing else None
           )  # (B, S, S, C)
-  u = u[:, :_NUM_UNIFORMS]  # (B, _NUM_UNIFORMS)
+  u = u[:, :num_uniforms]  # (B, num_uniforms)
   x = images.astype(jnp.float32) / 255.0  # (B, H, W, C)
   x = jax.vmap(functools.partial(_augment_one, cfg=cfg))(u, noise, x)  # (B, S, S, C)
   x, targets = _mix_batch(k_mix, x, labels_onehot.astype(jnp.float32), cfg)

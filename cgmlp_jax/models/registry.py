@@ -7,6 +7,8 @@
 | `cgmlp_1conv` | 64x64 | 64 | conv 64, patch 4 | 256 | 512 | 4 | token | 1,332,008 | 0.187 |
 | `cgmlp_2conv` | 64x64 | 64 | conv 32+64, patch 2 | 256 | 512 | 4 | token | 1,153,032 | 0.192 |
 | `cgmlp_2conv_mixed` | 64x64 | 64 | conv 32+64, patch 2 | 256 | 512 | 4 | alternate | 1,276,296 | 0.205 |
+| `cgmlp_keras_1conv` | 64x64 | 64 | conv 64, patch 4 | 256 | 512 | 4 | token | 1,331,496 | 0.185 |
+| `cgmlp_keras_2conv` | 64x64 | 64 | conv 32+64, patch 2 | 256 | 512 | 4 | token | 1,152,520 | 0.190 |
 | `gmlp_ti16` | 224x224 | 196 | patch 16 | 128 | 768 | 30 | token | 5,867,328 | 3.607 |
 | `gmlp_s16` | 224x224 | 196 | patch 16 | 256 | 1536 | 30 | token | 19,422,656 | 10.681 |
 | `gmlp_b16` | 224x224 | 196 | patch 16 | 512 | 3072 | 30 | token | 73,075,392 | 35.235 |
@@ -35,6 +37,9 @@ any ``--num_classes``); GFLOPs are XLA's cost analysis of one forward pass (mult
   ``conv_norm`` chooses the stem's normalisation (stems.py): ``"group"`` (the default),
   ``"layer"``, ``"batch"`` (BatchNorm, whose running statistics the train state carries and
   checkpoints) or ``"none"``; e.g. ``get("cgmlp_2conv_small", num_classes=10, conv_norm="batch")``.
+* ``cgmlp_keras_1conv`` / ``cgmlp_keras_2conv``: the paper's CgMLPs as it built them, on the Keras
+  example's gMLP: ``gmlp_keras`` (block, init, head) with ``cgmlp_1conv``'s / ``cgmlp_2conv``'s
+  conv stem in place of the patch embedding (1,100,196 / 921,220 parameters at 100 classes).
 * ``cgmlp_2conv_mixed``: ``cgmlp_2conv`` whose blocks alternate token and channel gating (the
   paper's "combination of both").
 * ``gmlp_ti16`` / ``gmlp_s16`` / ``gmlp_b16``: the gMLP paper's ImageNet models (Table 1: 6M, 20M,
@@ -58,6 +63,7 @@ from cgmlp_jax.models.gating import TIMM_GATE_NORM_EPS
 
 _PAPER = dict(image_size=64, d_model=256, d_ffn=512, depth=4, dropout_rate=0.2,
               head_dropout_rate=0.2)
+_KERAS = dict(block_style="keras", final_norm=False)  # the Keras example's block, init and head
 # gate_norm_eps: timm's gating LayerNorm eps (1e-5), for timm's weights (timm_import).
 _IMAGENET = dict(image_size=224, patch_size=16, depth=30, gate_norm_eps=TIMM_GATE_NORM_EPS)
 _SMALL = dict(image_size=32, d_model=128, d_ffn=512, depth=4, dropout_rate=0.1,
@@ -66,11 +72,13 @@ _TEST = dict(image_size=16, d_model=16, d_ffn=32, depth=2)
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "gmlp_paper": dict(_PAPER, patch_size=8),
-    "gmlp_keras": dict(_PAPER, patch_size=8, block_style="keras", final_norm=False),
+    "gmlp_keras": dict(_PAPER, **_KERAS, patch_size=8),
     "cgmlp_1conv": dict(_PAPER, conv_layers=((64, 3, 2),), patch_size=4),
     "cgmlp_2conv": dict(_PAPER, conv_layers=((32, 3, 2), (64, 3, 2)), patch_size=2),
     "cgmlp_2conv_mixed": dict(_PAPER, conv_layers=((32, 3, 2), (64, 3, 2)), patch_size=2,
                               axes="alternate"),
+    "cgmlp_keras_1conv": dict(_PAPER, **_KERAS, conv_layers=((64, 3, 2),), patch_size=4),
+    "cgmlp_keras_2conv": dict(_PAPER, **_KERAS, conv_layers=((32, 3, 2), (64, 3, 2)), patch_size=2),
     "gmlp_ti16": dict(_IMAGENET, d_model=128, d_ffn=768),
     "gmlp_s16": dict(_IMAGENET, d_model=256, d_ffn=1536, drop_path_rate=0.05),
     "gmlp_b16": dict(_IMAGENET, d_model=512, d_ffn=3072, drop_path_rate=0.2),

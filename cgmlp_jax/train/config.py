@@ -41,7 +41,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.stream = ml_collections.ConfigDict(dict(min_crop_area=0.08, eval_crop=0.875,
                                             shuffle_buffer=10_000))
   c.augment = ml_collections.ConfigDict(dict(
-      crop_padding=4, flip=True, zoom=0.0, mixup_alpha=0.0, cutmix_alpha=0.0,
+      crop_padding=4, flip=True, zoom=0.0,
+      # "zero_fill": one factor for both axes, resized and zoomed from the stored image in one
+      # resampling, black outside it; "keras": Keras' RandomZoom on the model-size image
+      # (independent height and width factors, reflected borders; data/augment.py)
+      zoom_style="zero_fill",
+      mixup_alpha=0.0, cutmix_alpha=0.0,
       random_erasing=0.0,
       # Per-channel normalisation in [0, 1] pixel units; empty: the dataset's own statistics
       # (cgmlp_jax/data/normalization.py; ImageNet's for a dataset it does not list).
@@ -62,10 +67,16 @@ def base_config() -> ml_collections.ConfigDict:
       schedule="cosine",  # "cosine" (after warmup), "constant" or "plateau"
       warmup_epochs=1.0,
       min_learning_rate=0.0,
-      weight_decay=0.05,  # optax convention: decay = lr * weight_decay * param
+      weight_decay=0.05,
+      # "times_lr": decay = lr * weight_decay * param (optax); "absolute": weight_decay * param
+      # every step, whatever the learning rate (TF-Addons AdamW, the Keras example; optim.py)
+      weight_decay_mode="times_lr",
+      decay_mask="kernels",  # "kernels": params with >= 2 dims; "all": biases and norms too
       b1=0.9, b2=0.999, eps=1e-8,
       grad_clip_norm=1.0,  # 0: no clipping
-      plateau_factor=0.5, plateau_patience=3,  # schedule="plateau": on the validation loss
+      # schedule="plateau": lr times plateau_factor after plateau_patience epochs whose validation
+      # loss is not below (1 - plateau_rtol) * best - plateau_atol (optax reduce_on_plateau)
+      plateau_factor=0.5, plateau_patience=3, plateau_rtol=1e-4, plateau_atol=0.0,
   ))
   c.early_stopping = ml_collections.ConfigDict(dict(
       metric="val_top1", mode="max", patience=0))  # patience 0: off
@@ -118,6 +129,8 @@ def _check_ranges(config) -> None:
   checks = [("optimizer.learning_rate", opt.learning_rate, 0, None, "> 0"),
             ("optimizer.min_learning_rate", opt.min_learning_rate, None, None, ">= 0"),
             ("optimizer.weight_decay", opt.weight_decay, None, None, ">= 0"),
+            ("optimizer.plateau_rtol", opt.plateau_rtol, None, 1, "in [0, 1)"),
+            ("optimizer.plateau_atol", opt.plateau_atol, None, None, ">= 0"),
             ("optimizer.warmup_epochs", opt.warmup_epochs, None, None, ">= 0"),
             ("optimizer.grad_clip_norm", opt.grad_clip_norm, None, None, ">= 0 (0: off)"),
             ("early_stopping.patience", config.early_stopping.patience, None, None, ">= 0"),
@@ -144,10 +157,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.optimizer.schedule not in SCHEDULES:
     raise ConfigError(f"optimizer.schedule={config.optimizer.schedule!r}; use one of {SCHEDULES}.")
   for name, allowed in (("input", ("auto", "memory", "stream")),
+                        ("optimizer.weight_decay_mode", ("times_lr", "absolute")),
+                        ("optimizer.decay_mask", ("kernels", "all")),
+                        ("augment.zoom_style", data.ZOOM_STYLES),
                         ("on_config_change", ("warn", "error")),
                         ("on_bad_checkpoint", ("error", "fresh"))):
-    if config[name] not in allowed:
-      raise ConfigError(f"{name}={config[name]!r}; use one of {allowed}.")
+    value = config
+    for key in name.split("."):
+      value = value[key]
+    if value not in allowed:
+      raise ConfigError(f"{name}={value!r}; use one of {allowed}.")
   es = config.early_stopping
   if es.metric not in EARLY_STOP_METRICS or es.mode not in ("min", "max"):
     raise ConfigError(f"early_stopping needs metric in {EARLY_STOP_METRICS} and mode in "
