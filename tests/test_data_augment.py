@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cgmlp_jax.data import AugmentConfig, augment, normalize
-from cgmlp_jax.data.augment import _random_crop, _random_zoom
+from cgmlp_jax.data.augment import _random_crop, _random_zoom, _random_zoom_keras
 
 _B, _K = 6, 5
 _OFF = dict(crop_padding=0, flip=False)  # every option off
@@ -111,8 +111,37 @@ def test_crop_and_zoom_geometry():
   assert not np.allclose(zoom(jnp.float32(1.0), image, 0.2, 8), resized, atol=1e-2)
 
 
+@pytest.mark.parametrize("u", [(0.0, 1.0), (1.0, 0.0), (0.3, 0.8)])
+def test_keras_zoom_matches_an_independent_resample(u):
+  # Keras RandomZoom(0.2, 0.2): output pixel x samples input f * (x - c) + c per axis, f in
+  # [0.8, 1.2] (u = 0 and 1 are the extremes), bilinear, borders reflected (d c b a | a b c d):
+  # scipy's affine_transform(order=1, mode="reflect") is that resample, written independently.
+  from scipy import ndimage
+  image = np.random.default_rng(1).random((12, 12, 3)).astype(np.float32)
+  factors, centre = 0.8 + 0.4 * np.asarray(u), (12 - 1) / 2
+  expected = np.stack([ndimage.affine_transform(image[..., c], np.diag(factors),
+                                                offset=centre - factors * centre, order=1,
+                                                mode="reflect") for c in range(3)], axis=-1)
+  zoomed = jax.jit(_random_zoom_keras, static_argnums=2)(jnp.asarray(u, jnp.float32),
+                                                         jnp.asarray(image), 0.2)
+  np.testing.assert_allclose(zoomed, expected, atol=1e-5)
+
+
+def test_keras_zoom_in_the_pipeline_resizes_first_and_draws_two_factors():
+  images, labels = _batch()
+  cfg = AugmentConfig(image_size=16, zoom=0.2, zoom_style="keras", **_OFF)
+  x, _ = _jitted(cfg)(jax.random.key(3), images, labels)
+  plain = normalize(images, cfg)
+  assert x.shape == plain.shape
+  # No black fill: every zoomed pixel lies within its image's range of resized values.
+  assert bool(jnp.all(x.min(axis=(1, 2)) >= plain.min(axis=(1, 2)) - 1e-4))
+  assert bool(jnp.all(x.max(axis=(1, 2)) <= plain.max(axis=(1, 2)) + 1e-4))
+  assert not np.allclose(x, plain, atol=1e-2)
+
+
 @pytest.mark.parametrize("kwargs", [
     dict(image_size=0),
+    dict(image_size=8, zoom=0.2, zoom_style="reflect"),
     dict(image_size=8, crop_padding=-1),
     dict(image_size=8, zoom=1.0),
     dict(image_size=8, mixup_alpha=-0.1),

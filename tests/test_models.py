@@ -69,6 +69,13 @@ def test_parameter_counts_by_hand_and_published():
   assert _count("gmlp_paper", 100) == stem + 4 * block + 2 * 256 + 256 * 100 + 100
   # The Keras example itself (model.summary() there: 885,348): no LayerNorm before pooling.
   assert _count("gmlp_keras", 100) == stem + 4 * block + 256 * 100 + 100 == 885_348
+  # The paper's CgMLPs on it: only the stem differs (3x3 convs without bias + GroupNorm, then a
+  # 4x4 resp. 2x2 patch projection of the pooled 64-channel map onto the same 8x8 tokens).
+  head = 256 * 100 + 100
+  stem_1conv = 3 * 3 * 3 * 64 + 2 * 64 + 4 * 4 * 64 * 256 + 256
+  stem_2conv = 3 * 3 * 3 * 32 + 2 * 32 + 3 * 3 * 32 * 64 + 2 * 64 + 2 * 2 * 64 * 256 + 256
+  assert _count("cgmlp_keras_1conv", 100) == stem_1conv + 4 * block + head == 1_100_196
+  assert _count("cgmlp_keras_2conv", 100) == stem_2conv + 4 * block + head == 921_220
 
 
 def _count(name, num_classes):

@@ -55,3 +55,43 @@ def test_record_validation_loss_is_a_no_op_without_the_plateau():
   state = tx.init({"w": jnp.ones(2)})
   assert optim.record_validation_loss(config, state, 3.0) is state
   assert optim.plateau_scale(state) == 1.0
+
+
+def test_absolute_decay_hits_every_variable_and_ignores_the_plateau():
+  # TF-Addons AdamW (the Keras example): p -= lr * adam + wd * p, biases included, and a
+  # plateau halving scales only the Adam part.
+  config = _config(learning_rate=0.1, weight_decay=1e-2, weight_decay_mode="absolute",
+                   decay_mask="all", schedule="plateau", warmup_epochs=0.0, plateau_patience=0)
+  tx = optim.make_optimizer(config, steps_per_epoch=1)
+  params = {"kernel": jnp.full((2, 2), 2.0), "bias": jnp.full((2,), 3.0)}
+  state = tx.init(params)
+  state = optim.record_validation_loss(config, state, 1.0)  # patience 0: halves at once
+  assert optim.plateau_scale(state) == pytest.approx(0.5)
+  grads = jax.tree.map(jnp.ones_like, params)
+  updates, _ = tx.update(grads, state, params)
+  # Adam's first step is lr * sign(g) = 0.1, halved by the plateau; the decay is not.
+  np.testing.assert_allclose(updates["kernel"], -0.05 - 1e-2 * 2.0, rtol=1e-5)
+  np.testing.assert_allclose(updates["bias"], -0.05 - 1e-2 * 3.0, rtol=1e-5)
+
+
+# The Keras example's published validation losses, epochs 1-50 (../shared/anchors): its
+# ReduceLROnPlateau (patience 5, min_delta 1e-4) halved the rate after epochs 34, 41 and 49.
+_KERAS_VAL_LOSS = (
+    3.5629, 3.2899, 3.1152, 2.9771, 2.8807, 2.7246, 2.7022, 2.6289, 2.5353, 2.5271, 2.4553, 2.3841,
+    2.4306, 2.4053, 2.3443, 2.3150, 2.3590, 2.3140, 2.3012, 2.3294, 2.2498, 2.2915, 2.2448, 2.2526,
+    2.2430, 2.2053, 2.2313, 2.2392, 2.1600, 2.2069, 2.1929, 2.2176, 2.2321, 2.1895, 2.1024, 2.0712,
+    2.1219, 2.0931, 2.0910, 2.1388, 2.1121, 2.1157, 2.1048, 2.0681, 2.0965, 2.0869, 2.1120, 2.1257,
+    2.0961, 2.0897)
+
+
+def test_the_paper_recipe_replays_the_keras_plateau_halvings():
+  from configs import paper
+  config = paper.get_config("model=gmlp_keras")
+  tx = optim.make_optimizer(config, steps_per_epoch=1)
+  state, scale, halvings = tx.init({"w": jnp.ones((2, 2))}), 1.0, []
+  for epoch, val_loss in enumerate(_KERAS_VAL_LOSS, start=1):
+    state = optim.record_validation_loss(config, state, val_loss)
+    if float(optim.plateau_scale(state)) != scale:
+      scale = float(optim.plateau_scale(state))
+      halvings.append(epoch)
+  assert halvings == [34, 41, 49] and scale == pytest.approx(0.125)

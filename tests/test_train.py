@@ -303,6 +303,7 @@ def test_missing_dataset_fails_before_the_model_is_built(tmp_path, monkeypatch):
     ("configs/gmlp.py", "small", "gmlp_small"),
     ("configs/paper.py", "model=gmlp", "gmlp_paper"),
     ("configs/paper.py", "model=cgmlp_1conv,small", "cgmlp_1conv_small"),
+    ("configs/paper.py", "model=cgmlp_keras_2conv,epochs=60,stop_on=none", "cgmlp_keras_2conv"),
     ("configs/cpu_track.py", "model=gmlp", "gmlp_small"),
     ("configs/imagenet.py", "variant=ti16,dataset=imagenette", "gmlp_ti16"),
     ("configs/search_winner.py", "dataset=cifar100", "cgmlp_2conv_bn_small"),
