@@ -7,7 +7,7 @@ already on device, no augmentation, no dropout, plain AdamW, batch 128; the forw
 gradient, and the whole update are timed separately (median of timed windows), so the three
 phases can be compared with PyTorch's. On a CPU-only host the batch is split over
 ``--cpu_devices`` JAX devices, as in training (``config.cpu_devices``, ``parallel.split_cpu``).
-``python -m cgmlp_jax.benchmark`` times the real train step (augmentation, dropout, the
+``python -m cgmlp_jax.tools.benchmark`` times the real train step (augmentation, dropout, the
 non-finite guard and metrics included).
 """
 import jax
@@ -17,7 +17,7 @@ import optax
 from absl import app, flags
 
 from cgmlp_jax import models, parallel
-from cgmlp_jax.timing import median_rate
+from cgmlp_jax.tools.timing import median_rate
 
 flags.DEFINE_string("model", "gmlp_paper", "Model variant.")
 flags.DEFINE_integer("batch", 128, "Batch size.")

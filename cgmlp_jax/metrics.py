@@ -1,7 +1,7 @@
 """Where metrics go: console, TensorBoard (clu) and ``workdir/metrics.jsonl``; process 0 only.
 
 Each JSONL line is ``{"step": int, "split": "train"|"val"|"test", <metric>: float, ...}``, the
-format ``cgmlp_jax.report`` reads.
+format ``cgmlp_jax.tools.report`` reads.
 """
 import json
 from typing import Mapping

@@ -27,7 +27,7 @@ partial batch is dropped, 351 steps, and those 72 are in other epochs' batches).
 Arguments: ``model`` in MODELS below; ``small`` for the native-32x32 CPU-scale variants (15 epochs);
 ``dataset`` (default cifar100); ``epochs`` (default 50, 15 with ``small``); ``stop_on``: the
 early-stopping metric, ``val_top1`` (default: the paper's text), ``val_loss`` (the Keras example's
-code) or ``none`` (train every epoch; ``python -m cgmlp_jax.report --replay_patience 10`` replays
+code) or ``none`` (train every epoch; ``python -m cgmlp_jax.tools.report --replay_patience 10`` replays
 both rules on the records).
 
 Which gMLP: ``gmlp`` is ``gmlp_paper``, the Keras example's sizes with gMLP's own block (as in the

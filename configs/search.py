@@ -1,19 +1,19 @@
 """Design search around the CPU track's best CgMLP: which conv/gMLP design gives most per minute.
 
   # screen every point for 3 of its 15 epochs, continue the best 4 to 15; rerun to resume
-  TFDS_DATA_DIR=../shared/tfds python -m cgmlp_jax.sweep \\
+  TFDS_DATA_DIR=../shared/tfds python -m cgmlp_jax.tools.sweep \\
       --config=configs/search.py:dataset=cifar10 --root=runs/search/cifar10 \\
       --screen_epochs=3 --keep=4
-  TFDS_DATA_DIR=../shared/tfds python -m cgmlp_jax.sweep \\
+  TFDS_DATA_DIR=../shared/tfds python -m cgmlp_jax.tools.sweep \\
       --config=configs/search.py:dataset=cifar100 --root=runs/search/cifar100 \\
       --screen_epochs=3 --keep=4
   # stage 2: the stage-1 leaders combined
-  TFDS_DATA_DIR=../shared/tfds python -m cgmlp_jax.sweep \\
+  TFDS_DATA_DIR=../shared/tfds python -m cgmlp_jax.tools.sweep \\
       --config=configs/search.py:dataset=cifar10,space=combine --root=runs/search/cifar10_combine \\
       --screen_epochs=3 --keep=1
-  python -m cgmlp_jax.sweep_report runs/search/cifar10 runs/search/cifar100 --out docs/search
+  python -m cgmlp_jax.tools.sweep_report runs/search/cifar10 runs/search/cifar100 --out docs/search
   # a cluster: the same with --print_commands prints one launch.py command per point
-  python -m cgmlp_jax.sweep --config=configs/search.py:space=grid,sample=8 --root=runs/grid \\
+  python -m cgmlp_jax.tools.sweep --config=configs/search.py:space=grid,sample=8 --root=runs/grid \\
       --print_commands
 
 The base (``get_config``) is ``configs/cpu_track.py:model=cgmlp_2conv,recipe=fast,epochs=15`` on
@@ -46,7 +46,7 @@ with seeds 0 / 1; the first, continued by the sweep, 79.5 %);
 ``sample=N`` takes N of the points at random (``seed``).
 """
 from cgmlp_jax.errors import ConfigError
-from cgmlp_jax.sweep_points import grid, sample
+from cgmlp_jax.tools.sweep_points import grid, sample
 from cgmlp_jax.train.config import parse_arg
 from configs import cpu_track
 

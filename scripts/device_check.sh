@@ -149,7 +149,7 @@ fi
 
 # What the benchmarks and the model tests import; pip names after the colon.
 required=(jax:jax flax:flax optax:optax orbax.checkpoint:orbax-checkpoint
-          ml_collections:ml-collections etils:etils einops:einops absl:absl-py numpy:numpy
+          ml_collections:ml-collections etils:etils absl:absl-py numpy:numpy
           scipy:scipy pytest:pytest)
 missing=$(H missing "${required[@]%%:*}")
 if [[ -n $missing ]]; then
@@ -219,7 +219,7 @@ bench() {
   shift 2
   BENCH_OK=0 BENCH_OOM=0
   rm -f "$WORK/bench.json"
-  run_stage "bench_${key//./_}" "$secs" "$PY" -m cgmlp_jax.benchmark --out="$WORK/bench.json" "$@"
+  run_stage "bench_${key//./_}" "$secs" "$PY" -m cgmlp_jax.tools.benchmark --out="$WORK/bench.json" "$@"
   if (( RC == 0 )) && [[ -s $WORK/bench.json ]]; then BENCH_OK=1
   elif grep -qE "RESOURCE_EXHAUSTED|[Oo]ut of memory" "$LOG"; then BENCH_OOM=1; fi
 }

@@ -18,4 +18,4 @@ cd "$(dirname "$0")/.."
 for model in cgmlp_2conv cgmlp_1conv gmlp; do
   python launch.py --config="${config}:model=${model}${extra}" --workdir="$runs/$model" "$@"
 done
-python -m cgmlp_jax.report "$runs/gmlp" "$runs/cgmlp_1conv" "$runs/cgmlp_2conv" --out "$runs/report"
+python -m cgmlp_jax.tools.report "$runs/gmlp" "$runs/cgmlp_1conv" "$runs/cgmlp_2conv" --out "$runs/report"

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from cgmlp_jax import benchmark, step_profile
+from cgmlp_jax.tools import benchmark, step_profile
 from cgmlp_jax.train import config as config_lib
 
 

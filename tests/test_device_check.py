@@ -90,7 +90,7 @@ FAKE_PYTHON = '''#!{python}
 fits (512 in bf16, 256 in f32), an ordinary error for cgmlp_1conv, figures otherwise."""
 import json, os, re, sys
 args = sys.argv[1:]
-if args[:2] != ["-m", "cgmlp_jax.benchmark"]:
+if args[:2] != ["-m", "cgmlp_jax.tools.benchmark"]:
   os.execv({python!r}, [{python!r}] + args)
 flags = dict(re.match(r"--([^=]+)=?(.*)", a).groups() for a in args[2:])
 batch, dtype = int(flags["config.batch_size"]), flags.get("config.dtype", "float32")

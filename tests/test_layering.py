@@ -39,3 +39,55 @@ def test_only_the_train_package_reaches_the_loop():
   reaching = {str(path.relative_to(PACKAGE)) for path in _modules()
               if "cgmlp_jax.train.loop" in _imports(path)}
   assert reaching == {"train/__init__.py"}, sorted(reaching)
+
+
+# Top level: only what every layer shares; the rest lives in models/, data/, train/, tools/.
+SHARED = {"__init__.py", "allocator.py", "cli.py", "errors.py", "metrics.py", "parallel.py"}
+
+
+def test_the_top_level_holds_only_shared_modules_and_the_four_folders():
+  assert {p.name for p in PACKAGE.glob("*.py")} == SHARED
+  assert {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()} == {
+      "models", "data", "train", "tools"}
+
+
+def test_training_imports_no_tool():
+  wrong = {f"{path.relative_to(PACKAGE)}: {name}" for folder in ("train", "models", "data")
+           for path in _modules(folder) for name in _imports(path)
+           if name.startswith("cgmlp_jax.tools")}
+  assert not wrong, sorted(wrong)
+
+
+def _module_file(name):
+  """The file of module ``cgmlp_jax.a.b`` (``a/b.py`` or ``a/b/__init__.py``), or None."""
+  parts = name.split(".")[1:]
+  for candidate in (PACKAGE.joinpath(*parts).with_suffix(".py"),
+                    PACKAGE.joinpath(*parts, "__init__.py")):
+    if parts and candidate.exists():
+      return candidate
+  return None
+
+
+def test_no_import_cycles_between_modules():
+  # Edges into a package's __init__ are left out: a package importing its own modules is how
+  # packages work; a cycle between two modules (visualize <-> its CLI, once) is the smell.
+  graph = {}
+  for path in _modules():
+    targets = {_module_file(name) for name in _imports(path)}
+    graph[path] = {t for t in targets if t and t != path and t.name != "__init__.py"}
+  done, active = set(), []
+
+  def visit(node):
+    if node in active:
+      cycle = active[active.index(node):] + [node]
+      raise AssertionError(" -> ".join(str(p.relative_to(PACKAGE)) for p in cycle))
+    if node in done:
+      return
+    active.append(node)
+    for target in sorted(graph.get(node, ())):
+      visit(target)
+    active.pop()
+    done.add(node)
+
+  for node in sorted(graph):
+    visit(node)

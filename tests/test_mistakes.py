@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from cgmlp_jax import cli, visualize_cli
+from cgmlp_jax import cli
+from cgmlp_jax.tools.visualize import __main__ as visualize_cli
 from cgmlp_jax.errors import ConfigError
 from cgmlp_jax.train import WorkdirError, config as config_lib, loop
 from tiny_run import tiny_config

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from cgmlp_jax import models, restore
+from cgmlp_jax import models
+from cgmlp_jax.train import restore
 from cgmlp_jax.errors import ConfigError, WeightsError
-from cgmlp_jax.export_weights import export
+from cgmlp_jax.tools.export_weights import export
 from cgmlp_jax.models import pretrained, timm_import
 from cgmlp_jax.train import init_from, trainer as trainer_lib
 from configs import finetune

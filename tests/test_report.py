@@ -1,4 +1,4 @@
-"""Tests for cgmlp_jax.report (and runlog): hand-written workdirs, one finished and one still
+"""Tests for cgmlp_jax.tools.report (and runlog): hand-written workdirs, one finished and one still
 running (resumed once, its last line half written), go into the expected table and plots."""
 import json
 import re
@@ -10,7 +10,8 @@ import orbax.checkpoint as ocp
 import pytest
 from matplotlib import image as mpimg
 
-from cgmlp_jax import models, report, runlog
+from cgmlp_jax import models
+from cgmlp_jax.tools import report, runlog
 
 STEPS_PER_EPOCH = 10
 CONFIG = {"model": "test_cgmlp", "model_kw": {}, "dtype": "float32", "dataset": "cifar10",

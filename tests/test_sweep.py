@@ -1,4 +1,4 @@
-"""Tests for cgmlp_jax.sweep and cgmlp_jax.sweep_report: point names, the commands (and that they
+"""Tests for cgmlp_jax.tools.sweep and cgmlp_jax.tools.sweep_report: point names, the commands (and that they
 parse to the points' configs), skip / resume / screening with a fake runner writing run records,
 ``stop_after_epochs`` in one tiny run, the Pareto front, and the report on those records."""
 import json
@@ -10,7 +10,8 @@ from absl import flags
 from matplotlib import image as mpimg
 from ml_collections import config_flags
 
-from cgmlp_jax import cli, models, sweep, sweep_points, sweep_report
+from cgmlp_jax import cli, models
+from cgmlp_jax.tools import sweep, sweep_points, sweep_report
 from cgmlp_jax.errors import ConfigError
 from cgmlp_jax.train import config as config_lib
 from configs import search_winner
@@ -18,7 +19,7 @@ from tiny_run import final_params, run, tiny_config
 
 TINY_SEARCH = """
 import ml_collections
-from cgmlp_jax.sweep_points import grid
+from cgmlp_jax.tools.sweep_points import grid
 from cgmlp_jax.train.config import base_config, parse_arg
 
 def get_config(arg=None):

@@ -15,7 +15,8 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from cgmlp_jax import data as data_lib, parallel, restore
+from cgmlp_jax import data as data_lib, parallel
+from cgmlp_jax.train import restore
 from cgmlp_jax.errors import ConfigError
 from cgmlp_jax.train import config as config_lib, loop, optim, state as state_lib
 from cgmlp_jax.train.checkpoint import CheckpointError, Checkpoints

@@ -1,4 +1,4 @@
-"""Tests for cgmlp_jax.visualize (and its CLI, images, restore): every figure is written with the
+"""Tests for cgmlp_jax.tools.visualize (and its CLI, images, restore): every figure is written with the
 expected size, checkpoints round-trip into the figures, and bad arguments give clear errors.
 
 One tiny model, one batch shape: the figure functions cache their compiled computations per
@@ -15,8 +15,11 @@ import pytest
 from matplotlib import image as mpimg
 
 from cgmlp_jax import data
-from cgmlp_jax import images as images_lib
-from cgmlp_jax import models, restore, visualize, visualize_cli
+from cgmlp_jax import models
+from cgmlp_jax.tools import visualize
+from cgmlp_jax.tools.visualize import __main__ as visualize_cli
+from cgmlp_jax.tools.visualize import images as images_lib
+from cgmlp_jax.train import restore
 from cgmlp_jax.models import stems
 from cgmlp_jax.train.checkpoint import Checkpoints
 from cgmlp_jax.train.state import TrainState

@@ -9,7 +9,7 @@ none always runs first or last after another's heat). Implementations (``--only`
 
 * ``jax``: ``benchmarks/jax_gmlp.py`` (this codebase, the same work as the peers: random f32
   inputs on device, no augmentation, no dropout, AdamW, batch 128; train step img/s);
-* ``jax_real``: ``python -m cgmlp_jax.benchmark --config=configs/paper.py:model=gmlp[,small]``,
+* ``jax_real``: ``python -m cgmlp_jax.tools.benchmark --config=configs/paper.py:model=gmlp[,small]``,
   the real train step (augmentation, dropout, the non-finite guard, metrics), with its MFU
   against the matmul peak it measures in the same process;
 * ``gmlp_pytorch``: lucidrains' g-mlp-pytorch, eager PyTorch (``torch_gmlp_pytorch.py``);
@@ -81,7 +81,7 @@ def command(impl: str, shape: str, args, result_file: str) -> list[str]:
     return [sys.executable, "benchmarks/jax_gmlp.py", f"--model={shape}",
             f"--steps={args.steps}", f"--windows={args.windows}"]
   if impl == "jax_real":
-    return [sys.executable, "-m", "cgmlp_jax.benchmark", f"--config={PAPER_CONFIG[shape]}",
+    return [sys.executable, "-m", "cgmlp_jax.tools.benchmark", f"--config={PAPER_CONFIG[shape]}",
             f"--num_classes={CLASSES}", f"--steps={args.steps}", f"--windows={args.windows}",
             f"--out={result_file}"]
   python = os.path.join(args.venvs, VENV[impl], "bin", "python")
@@ -187,7 +187,7 @@ def settings(impls, shapes, args) -> dict:
       "jax": ("this codebase, benchmarks/jax_gmlp.py: jit, batch 128 split over 2 JAX CPU devices "
               "(cpu_devices=2) on the machine's cores, XLA:CPU's own thread pool, float32, random "
               "inputs on device, no augmentation, dropout off, AdamW(3e-3, wd 1e-4)"),
-      "jax_real": ("this codebase's real train step, python -m cgmlp_jax.benchmark --config="
+      "jax_real": ("this codebase's real train step, python -m cgmlp_jax.tools.benchmark --config="
                    "configs/paper.py:model=gmlp[,small]: synthetic uint8 32x32 CIFAR-sized "
                    "batches, augmentation and dropout as in training (see jax_real_config), the "
                    "train step's guards and metrics, 2 JAX CPU devices"),

@@ -58,7 +58,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_flip = False  # test-time augmentation: average the logits of each image and its mirror
   c.num_epochs = 50
   # Stop after this many epochs (with a checkpoint and summary.json) while the schedule still
-  # spans num_epochs: a screening run (cgmlp_jax/sweep.py) that a later start without it
+  # spans num_epochs: a screening run (cgmlp_jax/tools/sweep.py) that a later start without it
   # continues as if never stopped. 0: off.
   c.stop_after_epochs = 0
   c.label_smoothing = 0.1

@@ -15,7 +15,8 @@ import os
 import re
 from typing import Any, Callable, NamedTuple
 
-from cgmlp_jax import data, models, restore
+from cgmlp_jax import data, models
+from cgmlp_jax.train import restore
 from cgmlp_jax.data.normalization import IMAGENET
 from cgmlp_jax.errors import WeightsError
 from cgmlp_jax.models import pretrained, timm_import

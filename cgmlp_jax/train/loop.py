@@ -19,13 +19,13 @@ import jax.numpy as jnp
 import ml_collections
 from etils import epath
 
-from cgmlp_jax import parallel, restore
+from cgmlp_jax import parallel
 from cgmlp_jax import data as data_lib
 from cgmlp_jax.errors import ConfigError
 from cgmlp_jax.metrics import MetricsLogger
 from cgmlp_jax.train import config as config_lib
 from cgmlp_jax.train import init_from, interrupts, optim, step as step_lib, trainer as trainer_lib
-from cgmlp_jax.train import workdir as workdir_lib
+from cgmlp_jax.train import restore, workdir as workdir_lib
 from cgmlp_jax.train.checkpoint import CheckpointError, Checkpoints
 from cgmlp_jax.train.early_stopping import EarlyStopping
 

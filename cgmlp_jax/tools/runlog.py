@@ -16,7 +16,7 @@ import math
 import os
 from typing import Any
 
-from cgmlp_jax import restore
+from cgmlp_jax.train import restore
 
 
 @dataclasses.dataclass

@@ -1,9 +1,9 @@
 """Where the train step's time goes: its XLA ops from a profiler trace, matmuls vs the rest.
 
-  python -m cgmlp_jax.step_profile --config=configs/cpu_track.py:model=cgmlp_2conv,recipe=fast
+  python -m cgmlp_jax.tools.step_profile --config=configs/cpu_track.py:model=cgmlp_2conv,recipe=fast
 
 Traces a few steps of the config's real, compiled train step (synthetic data, as in
-``cgmlp_jax.benchmark``) with ``jax.profiler`` and prints, per device and step: the time in
+``cgmlp_jax.tools.benchmark``) with ``jax.profiler`` and prints, per device and step: the time in
 matrix-multiply kernels (dots, convolutions, and the XNNPACK / YNNPACK / oneDNN fusions XLA:CPU
 builds around them) against all other ops, those others grouped by kind (XLA names a fusion after
 its ops, e.g. ``copy_bitcast_fusion``: a transpose), and the slowest of them with their shapes and
@@ -22,7 +22,8 @@ import tempfile
 import jax
 from absl import flags
 
-from cgmlp_jax import benchmark, cli
+from cgmlp_jax import cli
+from cgmlp_jax.tools import benchmark
 
 FLAGS = flags.FLAGS
 

@@ -1,8 +1,8 @@
 """Reports design sweeps: accuracy against cost per point, the Pareto front, how well a screen did.
 
-    python -m cgmlp_jax.sweep_report runs/search/cifar10 runs/search/cifar100 --out docs/search
+    python -m cgmlp_jax.tools.sweep_report runs/search/cifar10 runs/search/cifar100 --out docs/search
 
-reads each sweep root's ``sweep.json`` (written by ``cgmlp_jax.sweep``; without one, every
+reads each sweep root's ``sweep.json`` (written by ``cgmlp_jax.tools.sweep``; without one, every
 subdirectory holding a ``metrics.jsonl`` is a point) and the points' run records (``config.json``,
 ``metrics.jsonl``, ``summary.json``: what a results page commits; no checkpoints needed), and writes
 under ``--out`` ``report.md`` (a table per dataset, the screen's prediction) and
@@ -20,8 +20,10 @@ import statistics
 import scipy.stats
 from matplotlib.figure import Figure
 
-from cgmlp_jax import cli, report, restore, runlog, sweep
+from cgmlp_jax import cli
 from cgmlp_jax.models import registry
+from cgmlp_jax.tools import report, runlog, sweep
+from cgmlp_jax.train import restore
 
 TRAIN_FLOPS_FACTOR = 3  # training FLOPs per image = forward + backward (~2x forward)
 NA = "n/a"
@@ -282,9 +284,9 @@ def build_report(roots: list[str], out_dir: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(prog="python -m cgmlp_jax.sweep_report",
+  parser = argparse.ArgumentParser(prog="python -m cgmlp_jax.tools.sweep_report",
                                    description=__doc__.split("\n\n")[0])
-  parser.add_argument("roots", nargs="+", help="sweep roots (cgmlp_jax.sweep --root)")
+  parser.add_argument("roots", nargs="+", help="sweep roots (cgmlp_jax.tools.sweep --root)")
   parser.add_argument("--out", required=True, help="directory for report.md and the plots")
   args = parser.parse_args(argv)
   try:

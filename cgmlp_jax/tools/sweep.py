@@ -1,8 +1,8 @@
 """A sweep of config overrides, run as ordinary training runs in sibling workdirs, with screening.
 
-    python -m cgmlp_jax.sweep --config=configs/search.py:dataset=cifar10 --root=runs/search/cifar10
-    python -m cgmlp_jax.sweep --config=... --root=... --screen_epochs=3 --keep=4
-    python -m cgmlp_jax.sweep --config=... --root=... [--screen_epochs=3 --keep=4] --print_commands
+    python -m cgmlp_jax.tools.sweep --config=configs/search.py:dataset=cifar10 --root=runs/search/cifar10
+    python -m cgmlp_jax.tools.sweep --config=... --root=... --screen_epochs=3 --keep=4
+    python -m cgmlp_jax.tools.sweep --config=... --root=... [--screen_epochs=3 --keep=4] --print_commands
 
 The config file's ``get_config(ARGS)`` is the base recipe and its ``get_sweep(ARGS)`` the points:
 dicts of dotted config field -> value (``{"model_kw.depth": 6, "optimizer.learning_rate": 2e-3}``;
@@ -26,7 +26,7 @@ what differs from the base (``depth6_axes-alternate``; ``base`` for the base its
 
 ``ROOT/sweep.json`` records the sweep (config, points, their overrides and commands, the screen
 settings, each point's screen top-1 and rank among the points screened so far, and, once all are
-screened, whether it was kept); ``python -m cgmlp_jax.sweep_report ROOT --out DIR`` reports the
+screened, whether it was kept); ``python -m cgmlp_jax.tools.sweep_report ROOT --out DIR`` reports the
 points, and how well the screen predicted the full runs, from it and the workdirs' run records.
 """
 import argparse
@@ -39,7 +39,7 @@ from typing import Callable
 
 from cgmlp_jax import cli
 from cgmlp_jax.errors import ConfigError, UserError
-from cgmlp_jax.sweep_points import Point, command, points, shell
+from cgmlp_jax.tools.sweep_points import Point, command, points, shell
 
 STATE_FILE = "sweep.json"
 LAUNCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "launch.py")
@@ -205,12 +205,12 @@ def sweep(spec: str, root: str, screen_epochs: int = 0, keep: int = 0,
     say(f"failed points: {failed}; run the sweep again to retry them.")
     return failed[0][1]
   if not print_commands:
-    say(f"done; report: python -m cgmlp_jax.sweep_report {root} --out {root}/report")
+    say(f"done; report: python -m cgmlp_jax.tools.sweep_report {root} --out {root}/report")
   return 0
 
 
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(prog="python -m cgmlp_jax.sweep",
+  parser = argparse.ArgumentParser(prog="python -m cgmlp_jax.tools.sweep",
                                    description=__doc__.split("\n\n")[0])
   parser.add_argument("--config", required=True, help="FILE[:ARGS] with get_config and get_sweep")
   parser.add_argument("--root", required=True, help="directory of the points' workdirs")

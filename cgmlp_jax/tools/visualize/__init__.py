@@ -15,10 +15,10 @@ both on a trained checkpoint, or on fresh weights as a baseline:
 
 Each writes PNGs to ``out_dir`` and returns their paths. Compiled computations are cached per
 model (a static, hashable argument), so calls with new images or weights of the same shapes do
-not compile again. The command line (``cgmlp_jax.visualize_cli``) adds loading:
+not compile again. The command line (``python -m cgmlp_jax.tools.visualize``, ``__main__.py``) adds loading:
 
-    python -m cgmlp_jax.visualize --workdir runs/cgmlp --split test --indices 0,1,2 --out vis
-    python -m cgmlp_jax.visualize --model cgmlp_2conv_small --num_classes 10 \\
+    python -m cgmlp_jax.tools.visualize --workdir runs/cgmlp --split test --indices 0,1,2 --out vis
+    python -m cgmlp_jax.tools.visualize --model cgmlp_2conv_small --num_classes 10 \\
         --images cat.png dog.png --out vis
 """
 import functools
@@ -34,8 +34,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from cgmlp_jax import data
-from cgmlp_jax import images as images_lib
 from cgmlp_jax import models
+from cgmlp_jax.tools.visualize import images as images_lib
 
 KINDS = ("feature_maps", "saliency", "token_gating", "channel_gating")
 GRID_COLUMNS = 8  # feature-map channels per row
@@ -285,7 +285,3 @@ def channel_gating(params: Params, out_dir: str, *, blocks: Sequence[int] | None
     paths.append(_save(fig, out_dir, f"channel_gating_block{i}.png"))
   return paths
 
-
-if __name__ == "__main__":
-  from cgmlp_jax import visualize_cli
-  visualize_cli.main()

@@ -1,6 +1,6 @@
 """A training workdir's best weights -> a small params-only file to publish (models.pretrained).
 
-    python -m cgmlp_jax.export_weights runs/c100_fast/cgmlp_2conv --name cgmlp_2conv_small.cifar100 \
+    python -m cgmlp_jax.tools.export_weights runs/c100_fast/cgmlp_2conv --name cgmlp_2conv_small.cifar100 \
         [--out weights] [--records docs/log/c100_fast/cgmlp_2conv] [--command "python launch.py ..."]
 
 writes ``OUT/NAME.msgpack`` (the model's variables in float32: no optimiser state, a few MB) and
@@ -15,9 +15,9 @@ import sys
 import jax
 import numpy as np
 
-from cgmlp_jax import cli, restore
+from cgmlp_jax import cli
 from cgmlp_jax.models import pretrained
-from cgmlp_jax.train import init_from
+from cgmlp_jax.train import init_from, restore
 
 
 def export(workdir: str, name: str, out: str = "weights", records: str = "",

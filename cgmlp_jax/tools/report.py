@@ -1,9 +1,9 @@
 """Compares training runs: a markdown table and learning curves from their workdirs.
 
-    python -m cgmlp_jax.report runs/gmlp_small runs/cgmlp_2conv_small --out reports/cifar10
+    python -m cgmlp_jax.tools.report runs/gmlp_small runs/cgmlp_2conv_small --out reports/cifar10
 
 writes ``report.md`` (one row per run), ``val_top1.png`` and ``loss.png`` under ``--out`` and
-prints the markdown. Runs may still be training (``cgmlp_jax.runlog`` reads them) and are marked
+prints the markdown. Runs may still be training (``cgmlp_jax.tools.runlog`` reads them) and are marked
 as such. Parameter counts and forward GFLOPs are computed from the registry model the run's
 config names, so they describe the architecture that ran rather than a number copied by hand.
 """
@@ -18,8 +18,10 @@ import time
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from cgmlp_jax import cli, restore, runlog
+from cgmlp_jax import cli
 from cgmlp_jax.models import summary as model_summary
+from cgmlp_jax.tools import runlog
+from cgmlp_jax.train import restore
 from cgmlp_jax.train.early_stopping import EarlyStopping
 
 THRESHOLDS = (0.70, 0.80, 0.85)  # validation top-1 levels whose time to reach is tabulated
@@ -258,7 +260,7 @@ def build_report(workdirs: list[str], out_dir: str, thresholds=THRESHOLDS,
 
 
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(prog="python -m cgmlp_jax.report",
+  parser = argparse.ArgumentParser(prog="python -m cgmlp_jax.tools.report",
                                    description=__doc__.split("\n\n")[0])
   parser.add_argument("workdirs", nargs="+", help="training workdirs (finished or running)")
   parser.add_argument("--out", required=True, help="directory for report.md and the plots")

@@ -1,4 +1,4 @@
-"""The ``python -m cgmlp_jax.visualize`` command line: loads a model and images, draws figures.
+"""The ``python -m cgmlp_jax.tools.visualize`` command line: loads a model and images, draws figures.
 
 The model is a training workdir's best (else latest) checkpoint, rebuilt from its config.json and
 shown inputs normalised with the run's mean and std, or a registry variant with fresh weights.
@@ -15,8 +15,10 @@ import jax.numpy as jnp
 import tensorflow_datasets as tfds
 
 from cgmlp_jax import data
-from cgmlp_jax import images as images_lib
-from cgmlp_jax import cli, models, restore, visualize
+from cgmlp_jax import cli, models
+from cgmlp_jax.tools import visualize
+from cgmlp_jax.tools.visualize import images as images_lib
+from cgmlp_jax.train import restore
 
 
 def _ints(text: str) -> list[int]:
@@ -35,7 +37,7 @@ def _kinds(text: str) -> list[str]:
 
 
 def make_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="python -m cgmlp_jax.visualize",
+  p = argparse.ArgumentParser(prog="python -m cgmlp_jax.tools.visualize",
                               description=visualize.__doc__.split("\n\n")[0])
   source = p.add_mutually_exclusive_group(required=True)
   source.add_argument("--workdir", help="training workdir: its best, else latest, checkpoint")
@@ -165,3 +167,7 @@ def main(argv: list[str] | None = None) -> None:
   except (ValueError, FileNotFoundError) as e:
     cli.fail(" ".join(str(e).split()))
   print("\n".join(paths))
+
+
+if __name__ == "__main__":
+  main()

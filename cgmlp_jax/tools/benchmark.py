@@ -1,6 +1,6 @@
 """Throughput of the real train step against the hardware's own limit, measured in the same run.
 
-  python -m cgmlp_jax.benchmark --config=configs/paper.py:model=cgmlp_2conv --out=bench.json
+  python -m cgmlp_jax.tools.benchmark --config=configs/paper.py:model=cgmlp_2conv --out=bench.json
 
 Prints (and writes as JSON): train images/s (median over timed windows after warm-up) with the
 data already on device, and again fed from host memory the way the loop feeds it; the share of
@@ -23,7 +23,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from cgmlp_jax import cli, data as data_lib, parallel
-from cgmlp_jax.timing import median_rate
+from cgmlp_jax.tools.timing import median_rate
 from cgmlp_jax.models import summary
 from cgmlp_jax.train import config as config_lib, step as step_lib, trainer as trainer_lib
 
