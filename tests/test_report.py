@@ -176,3 +176,31 @@ def test_stopping_replay_finds_where_each_rule_would_have_stopped(tmp_path):
       "| run | epoch 4 (best 2; top-1 35.00) | epoch 5 (best 3; top-1 35.00) |")
   assert report.stopping_replay(runs, 10).splitlines()[2] == (
       "| run | not by epoch 6 (best 5) | not by epoch 6 (best 3) |")
+
+
+def test_a_published_log_is_tabled_and_plotted_against_a_run(tmp_path):
+  # 12 epochs; the run's validation top-1 is 2 points above the anchor's everywhere, its learning
+  # rate halves after epoch 6 (the anchor's after 8); the anchor gives percents, in a TSV.
+  lines = []
+  for epoch in range(1, 13):
+    step = epoch * STEPS_PER_EPOCH
+    lines += [{**_train(step, 0.5, 100.0), "lr": 1e-3 if epoch <= 6 else 5e-4},
+              _eval(step, 0.30 + 0.01 * epoch)]
+  _write(tmp_path / "run", CONFIG, lines)
+  anchor = tmp_path / "published.tsv"
+  anchor.write_text("epoch\tval_loss\tval_top1\tlr_replayed\n" + "".join(
+      f"{e}\t2.0\t{28.0 + e:.1f}\t{0.003 if e <= 8 else 0.0015}\n" for e in range(1, 13)))
+  markdown = report.build_report([str(tmp_path / "run")], str(tmp_path / "out"), anchor=str(anchor))
+  # Epoch 10: the run's mean of epochs 6-10 is 38.00 %, the anchor's 36.00 %.
+  assert "| 10 | 38.00 | 36.00 | +2.00 | 1.5000 | 2.0000 |" in markdown
+  assert "over epochs 1-12: 2.00 pp (mean signed +2.00)" in markdown
+  assert "mean validation top-1: run 40.00 %, anchor 38.00 %" in markdown
+  assert "lowered after epochs: run [6], anchor [8]" in markdown
+  assert mpimg.imread(tmp_path / "out" / "anchor.png").shape[-1] in (3, 4)
+
+
+def test_an_anchor_without_its_columns_is_named(tmp_path):
+  bad = tmp_path / "log.csv"
+  bad.write_text("epoch,accuracy\n1,0.5\n")
+  with pytest.raises(ValueError, match=r"log.csv needs a header with 'epoch' and 'val_top1'"):
+    report.build_report([str(tmp_path)], str(tmp_path / "out"), anchor=str(bad))

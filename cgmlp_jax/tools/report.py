@@ -20,7 +20,7 @@ from matplotlib.ticker import MaxNLocator
 
 from cgmlp_jax import cli
 from cgmlp_jax.models import summary as model_summary
-from cgmlp_jax.tools import runlog
+from cgmlp_jax.tools import anchor as anchor_lib, runlog
 from cgmlp_jax.train import restore
 from cgmlp_jax.train.early_stopping import EarlyStopping
 
@@ -230,12 +230,14 @@ def stopping_replay(runs: list[runlog.RunLog], patience: int) -> str:
 
 
 def build_report(workdirs: list[str], out_dir: str, thresholds=THRESHOLDS,
-                 replay_patience: int = 0) -> str:
+                 replay_patience: int = 0, anchor: str = "") -> str:
   """Writes ``report.md``, ``val_top1.png``, ``loss.png``, ``gap.png`` to ``out_dir``; returns the
   markdown. ``thresholds``: the validation top-1 levels whose minutes to reach are tabulated;
-  ``replay_patience`` > 0 adds ``stopping_replay``'s table."""
+  ``replay_patience`` > 0 adds ``stopping_replay``'s table; ``anchor``: a published per-epoch log
+  to compare each run with (tools/anchor.py; adds its tables and ``anchor.png``)."""
   if not workdirs:
     raise ValueError("No workdirs given.")
+  published = anchor_lib.read(anchor) if anchor else None
   runs = [runlog.read(w) for w in workdirs]  # all errors before any output
   names = [run.name for run in runs]
   if len(set(names)) < len(names):  # e.g. two seeds' ".../gmlp": name them by their parent too
@@ -248,6 +250,10 @@ def build_report(workdirs: list[str], out_dir: str, thresholds=THRESHOLDS,
   if replay_patience > 0:
     markdown += ["Early stopping replayed on the records (best = the epoch of the best value):",
                  "", stopping_replay(runs, replay_patience), ""]
+  if published:
+    markdown += [f"## Against the published log `{published.path}`", ""]
+    markdown += [anchor_lib.comparison(run, published) + "\n" for run in runs]
+    markdown += ["![against the published log](anchor.png)", ""]
   markdown += ["![validation top-1](val_top1.png)", "", "![loss](loss.png)", "",
                "![generalisation gap](gap.png)", ""]
   markdown = "\n".join(markdown)
@@ -256,6 +262,8 @@ def build_report(workdirs: list[str], out_dir: str, thresholds=THRESHOLDS,
   plot_top1(runs, os.path.join(out_dir, "val_top1.png"))
   plot_loss(runs, os.path.join(out_dir, "loss.png"))
   plot_gap(runs, os.path.join(out_dir, "gap.png"))
+  if published:
+    anchor_lib.plot(runs, published, os.path.join(out_dir, "anchor.png"))
   return markdown
 
 
@@ -270,12 +278,15 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--replay_patience", type=int, default=0,
                       help="> 0: also table where early stopping on validation loss and on "
                            "validation top-1, with this patience, would have ended each run")
+  parser.add_argument("--anchor", default="",
+                      help="a published per-epoch log (TSV/CSV with epoch, val_top1[, val_loss, "
+                           "lr...]) to table and plot each run against")
   args = parser.parse_args(argv)
   try:
     thresholds = tuple(float(t) for t in args.thresholds.split(","))
     if not all(0 < t <= 1 for t in thresholds):
       raise ValueError(f"--thresholds must be fractions in (0, 1]; got {args.thresholds}.")
-    print(build_report(args.workdirs, args.out, thresholds, args.replay_patience))
+    print(build_report(args.workdirs, args.out, thresholds, args.replay_patience, args.anchor))
   except ValueError as e:
     cli.fail(" ".join(str(e).split()))
 
