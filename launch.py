@@ -22,8 +22,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
-  import tensorflow as tf  # noqa: PLC0415  (TF only reads data; keep it off the GPUs/TPUs)
-  tf.config.set_visible_devices([], "GPU")
+  cli.setup_process(FLAGS.config)
   from cgmlp_jax.train import Interrupted, train_and_evaluate  # noqa: PLC0415
   try:
     train_and_evaluate(FLAGS.config, FLAGS.workdir)

@@ -68,6 +68,19 @@ def _parse_value(text: str) -> Any:
     return text  # a bare string: --config.model_kw.axes=alternate
 
 
+def setup_process(config: ml_collections.ConfigDict) -> None:
+  """Process-wide settings a run needs before JAX starts its backends: the CPU split into
+  ``config.cpu_devices`` devices, joining a multi-host job (``config.distributed``), and TensorFlow
+  (which only reads data) kept off the accelerators. (The allocator is set up on importing the
+  package, log levels by ``run``.)"""
+  from cgmlp_jax import parallel  # noqa: PLC0415  (after the malloc setup)
+  parallel.split_cpu(config.cpu_devices)
+  if config.distributed:
+    parallel.initialize_distributed()
+  import tensorflow as tf  # noqa: PLC0415
+  tf.config.set_visible_devices([], "GPU")
+
+
 def run(main: Callable[[list[str]], Any]) -> None:
   """``absl.app.run(main)`` for a command with ``--config``: ``preflight`` first, the model
   overrides applied to ``FLAGS.config`` before ``main``, ``UserError``s as one line."""

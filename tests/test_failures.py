@@ -196,7 +196,7 @@ import os
 import sys
 import numpy as np
 import cgmlp_jax
-from cgmlp_jax import data
+from cgmlp_jax import cli, data
 from cgmlp_jax.train import Interrupted, loop
 sys.path.insert(0, "tests")
 from tiny_run import tiny_config
@@ -217,6 +217,7 @@ config = tiny_config(model="test_gmlp", model_kw={"d_model": 64, "d_ffn": 128}, 
                      log_every_steps=10 * steps, checkpoint_every_steps=10 * steps,
                      holdout_fraction=0.0, test_split="")
 config.optimizer.schedule = "constant"  # unlike "cosine", the same program for 2 epochs
+cli.setup_process(config)  # the CPU as config.cpu_devices = 2 devices, as launch.py
 print(f"finished at step {loop.train_and_evaluate(config, workdir)['step']}", flush=True)
 report[signal_at] = "signal me"
 config.num_epochs = 2

@@ -16,7 +16,7 @@ def _config(**optimizer):
 
 def test_weight_decay_skips_biases_and_scales():
   config = _config(learning_rate=0.1, weight_decay=0.5, schedule="constant", warmup_epochs=0.0)
-  tx = optim.make_optimizer(config, steps_per_epoch=1)
+  tx = optim.make_optimizer(config, optim.learning_rate_schedule(config, 1))
   params = {"kernel": jnp.ones((2, 2)), "bias": jnp.ones((2,))}
   zeros = jax.tree.map(jnp.zeros_like, params)
   updates, _ = tx.update(zeros, tx.init(params), params)
@@ -34,7 +34,7 @@ def test_cosine_schedule_warms_up_then_decays_to_the_minimum():
 def test_plateau_halves_the_step_after_patience_bad_validation_epochs():
   config = _config(learning_rate=0.1, schedule="plateau", warmup_epochs=0.0, plateau_factor=0.5,
                    plateau_patience=2, weight_decay=0.0)
-  tx = optim.make_optimizer(config, steps_per_epoch=1)
+  tx = optim.make_optimizer(config, optim.learning_rate_schedule(config, 1))
   params = {"w": jnp.ones((3,))}
   state = tx.init(params)
   for val_loss in (1.0, 0.9, 0.95, 0.92):  # best 0.9, then two epochs without improvement
@@ -51,7 +51,7 @@ def test_plateau_halves_the_step_after_patience_bad_validation_epochs():
 
 def test_record_validation_loss_is_a_no_op_without_the_plateau():
   config = _config()
-  tx = optim.make_optimizer(config, steps_per_epoch=1)
+  tx = optim.make_optimizer(config, optim.learning_rate_schedule(config, 1))
   state = tx.init({"w": jnp.ones(2)})
   assert optim.record_validation_loss(config, state, 3.0) is state
   assert optim.plateau_scale(state) == 1.0
@@ -62,7 +62,7 @@ def test_absolute_decay_hits_every_variable_and_ignores_the_plateau():
   # plateau halving scales only the Adam part.
   config = _config(learning_rate=0.1, weight_decay=1e-2, weight_decay_mode="absolute",
                    decay_mask="all", schedule="plateau", warmup_epochs=0.0, plateau_patience=0)
-  tx = optim.make_optimizer(config, steps_per_epoch=1)
+  tx = optim.make_optimizer(config, optim.learning_rate_schedule(config, 1))
   params = {"kernel": jnp.full((2, 2), 2.0), "bias": jnp.full((2,), 3.0)}
   state = tx.init(params)
   state = optim.record_validation_loss(config, state, 1.0)  # patience 0: halves at once
@@ -87,7 +87,7 @@ _KERAS_VAL_LOSS = (
 def test_the_paper_recipe_replays_the_keras_plateau_halvings():
   from configs import paper
   config = paper.get_config("model=gmlp_keras")
-  tx = optim.make_optimizer(config, steps_per_epoch=1)
+  tx = optim.make_optimizer(config, optim.learning_rate_schedule(config, 1))
   state, scale, halvings = tx.init({"w": jnp.ones((2, 2))}), 1.0, []
   for epoch, val_loss in enumerate(_KERAS_VAL_LOSS, start=1):
     state = optim.record_validation_loss(config, state, val_loss)

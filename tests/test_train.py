@@ -81,7 +81,7 @@ def step_setup():
   config.optimizer.schedule = "constant"
   config.optimizer.warmup_epochs = 0.0
   model = config_lib.build_model(config, num_classes=10)
-  tx = optim.make_optimizer(config, steps_per_epoch=10)
+  tx = optim.make_optimizer(config, optim.learning_rate_schedule(config, 10))
   augment = data_lib.AugmentConfig(image_size=16)
   state = jax.jit(functools.partial(state_lib.create, model, tx, 0))()
   rng = np.random.default_rng(0)

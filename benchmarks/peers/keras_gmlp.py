@@ -21,15 +21,11 @@ warm-up window (which also traces and compiles). Prints one JSON line (the last 
 import argparse
 import json
 import os
-import statistics
-import time
+
+from common import CLASSES, SHAPES, matmul_gflops, median_rate  # this directory's common.py
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-SHAPES = {"gmlp_paper": dict(image=64, patch=8, d_model=256, d_ffn=512, depth=4),
-          "gmlp_small": dict(image=32, patch=4, d_model=128, d_ffn=512, depth=4)}
-CLASSES = 100
 
 
 def build(shape: dict):
@@ -88,13 +84,7 @@ def main():
   if args.matmul:
     a = tf.random.uniform((args.matmul, args.matmul))
     matmul = tf.function(lambda a: tf.linalg.matmul(a, a))
-    matmul(a).numpy()
-    rates = []
-    for _ in range(5):
-      start = time.perf_counter()
-      matmul(a).numpy()
-      rates.append(2 * args.matmul**3 / (time.perf_counter() - start) / 1e9)
-    peak = statistics.median(rates)
+    peak = matmul_gflops(lambda: matmul(a).numpy(), args.matmul)  # .numpy(): waits for it
 
   shape = SHAPES[args.shape]
   model = build(shape)
@@ -106,14 +96,10 @@ def main():
   images = rng.normal((args.batch, shape["image"], shape["image"], 3))
   labels = rng.uniform((args.batch,), 0, CLASSES, dtype=tf.int32)
 
-  rates = []
-  for w in range(args.windows + 1):  # the first window is warm-up (and traces/compiles)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-      model.train_on_batch(images, labels)  # returns the loss as a NumPy value: synchronous
-    if w:
-      rates.append(args.batch * args.steps / (time.perf_counter() - start))
-  rate = statistics.median(rates)
+  def step():
+    model.train_on_batch(images, labels)  # returns the loss as a NumPy value: synchronous
+
+  rate, rates = median_rate(step, args.batch, args.steps, args.windows)
   print(json.dumps({
       "impl": f"Keras {keras.__version__} / TensorFlow {tf.__version__}, train_on_batch, "
               f"jit_compile={model.jit_compile}",

@@ -51,15 +51,15 @@ import sys
 import tempfile
 import time
 
+from common import CLASSES, SHAPES  # this directory's common.py, shared with the peers
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PEERS_DIR = os.path.join(REPO, "benchmarks", "peers")
 TUNABLES = ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
             "glibc.malloc.trim_threshold=2147483647")
-SHAPES = {"gmlp_paper": dict(image=64, patch=8, d_model=256, d_ffn=512, depth=4),
-          "gmlp_small": dict(image=32, patch=4, d_model=128, d_ffn=512, depth=4)}
 PAPER_CONFIG = {"gmlp_paper": "configs/paper.py:model=gmlp",
                 "gmlp_small": "configs/paper.py:model=gmlp,small"}
-CLASSES, BATCH = 100, 128
+BATCH = 128
 IMPLS = ("jax", "jax_real", "gmlp_pytorch", "torch_handwritten", "timm", "keras", "keras_xla")
 OURS = ("jax", "jax_real")
 VENV = {"gmlp_pytorch": "gmlp_pytorch", "torch_handwritten": "gmlp_pytorch", "timm": "timm",

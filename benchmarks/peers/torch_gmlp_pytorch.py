@@ -19,16 +19,12 @@ Shapes: ``gmlp_paper`` (64x64, patch 8 -> 64 tokens, d_model 256, d_ffn 512, 4 b
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 
 import torch
 from torch import nn
 
-SHAPES = {"gmlp_paper": dict(image=64, patch=8, d_model=256, d_ffn=512, depth=4),
-          "gmlp_small": dict(image=32, patch=4, d_model=128, d_ffn=512, depth=4)}
-CLASSES = 100
+from common import CLASSES, SHAPES, matmul_gflops, median_rate  # this directory's common.py
 
 
 def build(impl: str, shape: dict) -> nn.Module:
@@ -41,28 +37,6 @@ def build(impl: str, shape: dict) -> nn.Module:
   from torch_gmlp import GMLP  # benchmarks/torch_gmlp.py
   return GMLP(image=shape["image"], patch=shape["patch"], d_model=shape["d_model"],
               d_ffn=shape["d_ffn"], depth=shape["depth"], classes=CLASSES)
-
-
-def matmul_gflops(n: int, reps: int = 5) -> float:
-  a = torch.rand(n, n)
-  a @ a
-  rates = []
-  for _ in range(reps):
-    start = time.perf_counter()
-    a @ a
-    rates.append(2 * n**3 / (time.perf_counter() - start) / 1e9)
-  return statistics.median(rates)
-
-
-def median_rate(step, batch: int, steps: int, windows: int) -> tuple[float, list[float]]:
-  rates = []
-  for w in range(windows + 1):  # the first window is warm-up
-    start = time.perf_counter()
-    for _ in range(steps):
-      step()
-    if w:
-      rates.append(batch * steps / (time.perf_counter() - start))
-  return statistics.median(rates), rates
 
 
 def main():
@@ -79,7 +53,10 @@ def main():
   torch.set_num_threads(args.threads)
   torch.manual_seed(0)
   shape = SHAPES[args.shape]
-  peak = matmul_gflops(args.matmul) if args.matmul else None
+  peak = None
+  if args.matmul:  # drawn here, before the model's initialisation, from the seeded generator
+    a = torch.rand(args.matmul, args.matmul)
+    peak = matmul_gflops(lambda: a @ a, args.matmul)
   model = build(args.impl, shape).train()
   opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
   images = torch.randn(args.batch, 3, shape["image"], shape["image"])

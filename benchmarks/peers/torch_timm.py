@@ -15,16 +15,12 @@ one warm-up window. Prints one JSON line (the last line of output).
 import argparse
 import json
 import os
-import statistics
-import time
 
 import torch
 from torch import nn
 from timm.models.mlp_mixer import GatedMlp, MlpMixer, SpatialGatingBlock
 
-SHAPES = {"gmlp_paper": dict(image=64, patch=8, d_model=256, d_ffn=512, depth=4),
-          "gmlp_small": dict(image=32, patch=4, d_model=128, d_ffn=512, depth=4)}
-CLASSES = 100
+from common import CLASSES, SHAPES, matmul_gflops, median_rate  # this directory's common.py
 
 
 def build(shape: dict) -> nn.Module:
@@ -32,28 +28,6 @@ def build(shape: dict) -> nn.Module:
                   num_blocks=shape["depth"], embed_dim=shape["d_model"],
                   mlp_ratio=shape["d_ffn"] / shape["d_model"], block_layer=SpatialGatingBlock,
                   mlp_layer=GatedMlp, drop_rate=0.0, proj_drop_rate=0.0, drop_path_rate=0.0)
-
-
-def matmul_gflops(n: int, reps: int = 5) -> float:
-  a = torch.rand(n, n)
-  a @ a
-  rates = []
-  for _ in range(reps):
-    start = time.perf_counter()
-    a @ a
-    rates.append(2 * n**3 / (time.perf_counter() - start) / 1e9)
-  return statistics.median(rates)
-
-
-def median_rate(step, batch: int, steps: int, windows: int) -> tuple[float, list[float]]:
-  rates = []
-  for w in range(windows + 1):  # the first window is warm-up
-    start = time.perf_counter()
-    for _ in range(steps):
-      step()
-    if w:
-      rates.append(batch * steps / (time.perf_counter() - start))
-  return statistics.median(rates), rates
 
 
 def main():
@@ -69,7 +43,10 @@ def main():
   torch.set_num_threads(args.threads)
   torch.manual_seed(0)
   shape = SHAPES[args.shape]
-  peak = matmul_gflops(args.matmul) if args.matmul else None
+  peak = None
+  if args.matmul:  # drawn here, before the model's initialisation, from the seeded generator
+    a = torch.rand(args.matmul, args.matmul)
+    peak = matmul_gflops(lambda: a @ a, args.matmul)
   model = build(shape).train()
   opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
   images = torch.randn(args.batch, 3, shape["image"], shape["image"])

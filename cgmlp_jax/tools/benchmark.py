@@ -54,7 +54,6 @@ def _peak_memory_bytes() -> tuple[int, str]:
 def synthetic_setup(config, image_size: int, num_classes: int):
   """The config's trainer, a small synthetic uint8 split, one global batch of it, the initial
   state and train metrics: what a timed or profiled train step needs, without a dataset."""
-  parallel.split_cpu(config.cpu_devices)
   config_lib.validate(config)
   trainer = trainer_lib.build(config, num_classes, steps_per_epoch=1000)
   local = config.batch_size // jax.process_count()
@@ -130,6 +129,7 @@ def run(config, image_size: int, num_classes: int, steps: int, windows: int,
 
 def main(argv):
   del argv
+  cli.setup_process(FLAGS.config)
   result = run(FLAGS.config, FLAGS.image_size, FLAGS.num_classes, FLAGS.steps, FLAGS.windows)
   width = max(map(len, result))
   for key, value in result.items():

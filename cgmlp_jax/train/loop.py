@@ -1,15 +1,17 @@
 """``train_and_evaluate(config, workdir)``: the whole training run, resumable at any checkpoint.
 
-config -> data (host memory) + model -> sharded state (fresh or restored) -> epochs of jitted steps
--> validation, early stopping, checkpoints -> test with the best checkpoint.
+config -> data + run spec -> trainer (model, optimiser, jitted steps) -> state (restored or fresh)
+-> epochs of steps, each ending in validation, early stopping and a checkpoint -> the test split
+with the best checkpoint -> summary.json. It reads top to bottom: ``train_and_evaluate`` first,
+then the parts in the order they run.
 
 A step's batch and random numbers are functions of (seed, step) only, so a run restarted from a
 checkpoint continues exactly as an uninterrupted one would. SIGTERM/SIGINT save a checkpoint and
 stop; non-finite steps never reach the state or a checkpoint (see README "Failures").
 """
 import collections
+import dataclasses
 import json
-import os
 import signal
 import time
 from typing import Any, Callable
@@ -19,44 +21,14 @@ import jax.numpy as jnp
 import ml_collections
 from etils import epath
 
-from cgmlp_jax import parallel
-from cgmlp_jax import data as data_lib
-from cgmlp_jax.errors import ConfigError
+from cgmlp_jax import data as data_lib, parallel
 from cgmlp_jax.metrics import MetricsLogger
 from cgmlp_jax.train import config as config_lib
-from cgmlp_jax.train import init_from, interrupts, optim, step as step_lib, trainer as trainer_lib
-from cgmlp_jax.train import restore, workdir as workdir_lib
+from cgmlp_jax.train import init_from, interrupts, optim, spec as spec_lib, step as step_lib
+from cgmlp_jax.train import trainer as trainer_lib, workdir as workdir_lib
 from cgmlp_jax.train.checkpoint import CheckpointError, Checkpoints
-from cgmlp_jax.train.early_stopping import EarlyStopping
-
-
-def load_data(config: ml_collections.ConfigDict, image_size: int) -> dict[str, Any]:
-  """Train / validation / test splits, in host memory or streamed (``config.input``); fails
-  before any model work if one is missing."""
-  train_split, val_split = data_lib.resolve_splits(
-      config.train_split, config.validation_split or None, config.holdout_fraction)
-  splits = {name: split for name, split in
-            {"train": train_split, "val": val_split, "test": config.test_split or None}.items()
-            if split}
-  # Downloads and prepares the dataset first if it is not prepared (unless config.download is
-  # False), then checks every split before any is read.
-  sizes = {name: data_lib.in_memory_bytes(config.dataset, split, config.data_dir,
-                                          download=config.download)
-           for name, split in splits.items()}
-  stream = config.input == "stream" or (config.input == "auto" and
-                                        sizes["train"] > config.memory_limit_gb * 2**30)
-  if stream and (config.augment.crop_padding or config.augment.zoom):
-    raise ConfigError(f"Streaming {config.dataset} (input={config.input!r}) crops on the host "
-                     f"(random-resized-crop); set augment.crop_padding=0 and augment.zoom=0, or "
-                     f"input='memory' for a dataset of fixed-size images that fits in memory.")
-  if stream:
-    return {name: data_lib.stream_split(config.dataset, split, image_size=image_size,
-                                        data_dir=config.data_dir, download=config.download,
-                                        **config.stream)
-            for name, split in splits.items()}
-  return {name: data_lib.load_split(config.dataset, split, data_dir=config.data_dir,
-                                    download=config.download)
-          for name, split in splits.items()}
+from cgmlp_jax.train.progress import Progress
+from cgmlp_jax.train.spec import load_data
 
 
 class RunAhead:
@@ -103,15 +75,58 @@ def _means(sums: step_lib.Metrics | dict[str, float]) -> dict[str, float]:
   return {k: v if k == "skipped_steps" else v / count for k, v in sums.items()}
 
 
-def _open_checkpoints(config: ml_collections.ConfigDict, workdir: epath.Path,
-                      abstract_state: Any) -> tuple[epath.Path, Checkpoints, Any]:
+@dataclasses.dataclass(frozen=True)
+class _Run:
+  """What every part of one start of a run refers to, built once by ``train_and_evaluate``."""
+  config: ml_collections.ConfigDict
+  spec: spec_lib.RunSpec
+  data: dict[str, Any]
+  trainer: trainer_lib.Trainer
+  workdir: epath.Path
+  checkpoints: Checkpoints
+  logger: MetricsLogger
+  stops: interrupts.StopRequests
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains, validates every epoch, tests the best checkpoint; returns the final summary.
+
+  Expects the process set up first (``cli.setup_process``: CPU device split, multi-host start).
+  Raises ``interrupts.Interrupted`` after saving a checkpoint when SIGTERM/SIGINT arrive,
+  ``FloatingPointError`` on non-finite loss/gradients (unless ``skip_nonfinite_steps``), and
+  ``CheckpointError`` / ``WorkdirError`` when the workdir or its checkpoints cannot be used.
+  """
+  config_lib.validate(config)
+  workdir = workdir_lib.prepare(workdir, config)  # before any data: fail fast on a bad workdir
+  checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
+  # The weights a fresh run starts from are read before the data: a missing file fails in
+  # seconds. A run with a checkpoint resumes from it instead.
+  resuming = checkpoints.latest_step() is not None
+  init_source = init_from.read(config.init) if config.init and not resuming else None
+  data = load_data(config, config_lib.model_image_size(config))
+  spec = spec_lib.derive(config, data["train"])
+  trainer = trainer_lib.build(config, spec.num_classes, spec.steps_per_epoch)
+  workdir, checkpoints, restored = _restore(config, workdir, checkpoints, trainer.abstract_state)
+  workdir_lib.record_config(workdir, config)
+  logger = MetricsLogger(workdir)
+  stops = interrupts.StopRequests(jax.process_count(), sync_every=config.log_every_steps)
+  run = _Run(config, spec, data, trainer, workdir, checkpoints, logger, stops)
+  try:
+    state, progress = _initial_state(run, restored, init_source)
+    state, step = _train(run, state, progress)
+    return _finish(run, state, progress, step)
+  finally:  # pending async saves complete even when training fails
+    _close(checkpoints, logger)
+
+
+def _restore(config, workdir: epath.Path, checkpoints: Checkpoints, abstract_state: Any
+             ) -> tuple[epath.Path, Checkpoints, tuple[Any, dict] | None]:
   """The workdir to use, its checkpoints, and the latest ``(state, progress)`` or None.
 
   A checkpoint that cannot be restored stops the run (``CheckpointError``) unless
   ``on_bad_checkpoint="fresh"``: then training starts (or resumes) in ``workdir/fresh``, leaving the
   bad checkpoint where it is.
   """
-  checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
   try:
     return workdir, checkpoints, checkpoints.restore_latest(abstract_state)
   except CheckpointError as e:
@@ -125,177 +140,162 @@ def _open_checkpoints(config: ml_collections.ConfigDict, workdir: epath.Path,
     return fresh, checkpoints, checkpoints.restore_latest(abstract_state)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains, validates every epoch, tests the best checkpoint; returns the final summary.
-
-  Raises ``interrupts.Interrupted`` after saving a checkpoint when SIGTERM/SIGINT arrive,
-  ``FloatingPointError`` on non-finite loss/gradients (unless ``skip_nonfinite_steps``), and
-  ``CheckpointError`` / ``WorkdirError`` when the workdir or its checkpoints cannot be used.
-  """
-  parallel.split_cpu(config.cpu_devices)
-  if config.distributed:
-    parallel.initialize_distributed()
-  config_lib.validate(config)
-  # Orbax needs absolute paths; remote ones (gs://...) already are.
-  workdir = epath.Path(workdir if "://" in str(workdir) else os.path.abspath(workdir))
-  workdir_lib.probe_writable(workdir)  # before reading any data: fail fast on a bad workdir
-  workdir_lib.check_config_change(workdir, config)
-  # The weights to start from, read before the data: a missing file fails in seconds. A run with
-  # a checkpoint resumes from it instead.
-  resuming = bool(restore.checkpoint_steps(workdir / "checkpoints"))
-  init_source = init_from.read(config.init) if config.init and not resuming else None
-  data = load_data(config, config_lib.model_image_size(config))
-  train = data["train"]
-  mean, _ = config_lib.normalization(config)
-  if train.channels != len(mean):
-    raise ValueError(f"{config.dataset} images have {train.channels} channels but the "
-                     f"normalisation has {len(mean)}; set per-channel augment.mean and "
-                     f"augment.std for this dataset.")
-  steps_per_epoch = data_lib.steps_per_epoch(len(train), config.batch_size)
-  total_steps = config.num_epochs * steps_per_epoch
-  # A screening run stops early; the schedule (trainer, below) still spans total_steps.
-  stop_step = min(total_steps, config.stop_after_epochs * steps_per_epoch or total_steps)
-  trainer = trainer_lib.build(config, train.num_classes, steps_per_epoch)
-  mesh, rep = trainer.mesh, parallel.replicated(trainer.mesh)
-
-  workdir, checkpoints, restored = _open_checkpoints(config, workdir, trainer.abstract_state)
-  workdir_lib.record_config(workdir, config)
-  logger = MetricsLogger(workdir)
+def _initial_state(run: _Run, restored: tuple[Any, dict] | None, init_source: Any
+                   ) -> tuple[Any, Progress]:
+  """The restored state and record, or a fresh state (random, or from ``config.init``)."""
   if restored:
-    state, progress = restored
-    logger.info(f"Resumed from {workdir / 'checkpoints'} at step {int(state.step)}.")
-  elif config.init:
-    source = init_source or init_from.read(config.init)  # read here after on_bad_checkpoint=fresh
-    state = trainer.init(init_from.fit(source, trainer.model, report=logger.info))
-    logger.info(f"Starting from the weights of init={config.init}.")
-    progress = {"history": [], "early_stopping": {}}
+    state, saved = restored
+    run.logger.info(f"Resumed from {run.workdir / 'checkpoints'} at step {int(state.step)}.")
+    return state, Progress(run.config, saved)
+  if run.config.init:
+    source = init_source or init_from.read(run.config.init)  # not read yet after a fresh start
+    state = run.trainer.init(init_from.fit(source, run.trainer.model, report=run.logger.info))
+    run.logger.info(f"Starting from the weights of init={run.config.init}.")
   else:
-    state = trainer.init()
-    progress = {"history": [], "early_stopping": {}}
-  stopper = EarlyStopping(**config.early_stopping.to_dict(), **progress["early_stopping"])
+    state = run.trainer.init()
+  return state, Progress(run.config)
 
-  def read_train_metrics(metrics) -> dict[str, float]:
-    """Fetches train-metric sums; stops on non-finite steps unless they are to be skipped."""
-    sums = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    skipped, first = int(sums.pop("nonfinite")), int(sums.pop("first_nonfinite_step"))
-    if skipped and not config.skip_nonfinite_steps:
-      raise FloatingPointError(
-          f"Non-finite loss or gradients at step {first} ({skipped} such step(s) up to step "
-          f"{step}). Nothing was saved after it: the latest checkpoint (step "
-          f"{checkpoints.latest_step()}) in {workdir} holds the last good state. Lower "
-          f"optimizer.learning_rate, keep optimizer.grad_clip_norm > 0, or set "
-          f"--config.skip_nonfinite_steps=True to skip such steps.")
-    return {**sums, "skipped_steps": float(skipped)} if skipped else sums
 
-  def save(state, metrics, best=False):
-    # Mid-epoch, the epoch's train-metric sums so far are saved too, so a resumed run reports
-    # the same per-epoch train metrics as an uninterrupted one.
-    sums = epoch_sums + collections.Counter(read_train_metrics(metrics))
-    record = {"history": history, "early_stopping": stopper.state_dict(),
-              "epoch": step // steps_per_epoch, "step_in_epoch": step % steps_per_epoch,
-              "wall_time_s": elapsed(),
-              "train_sums": ({k: float(v) for k, v in sums.items()}
-                             if step % steps_per_epoch else {})}
-    checkpoints.save(step, state, record)
-    if best:
-      checkpoints.save_best(step, state, record)
+def _train(run: _Run, state: Any, progress: Progress) -> tuple[Any, int]:
+  """Epochs until ``spec.stop_step`` or early stopping; each ends in validation and a checkpoint."""
+  spec, step = run.spec, int(state.step)
+  run.logger.info(
+      f"Training {run.config.model} ({run.trainer.model.num_tokens} tokens) on "
+      f"{run.config.dataset}: {len(run.data['train'])} train examples, {spec.steps_per_epoch} "
+      f"steps/epoch, {spec.total_steps} steps, {jax.device_count()} devices.")
+  ahead = RunAhead(run.config.max_steps_ahead)
+  with run.stops:
+    while step < spec.stop_step and not progress.stopper.stopped:
+      state, step = _train_epoch(run, state, progress, step, ahead)
+      state = _end_epoch(run, state, progress, step)
+      signum = run.stops.requested(step)
+      if signum and step < spec.stop_step and not progress.stopper.stopped:
+        raise _interrupted(run, signum, step)
+  run.checkpoints.wait()
+  return state, step
 
-  stops = interrupts.StopRequests(jax.process_count(), sync_every=config.log_every_steps)
 
-  def interrupt(signum: int):
-    checkpoints.wait()
-    return interrupts.Interrupted(signum, (
-        f"Stopped by {signal.Signals(signum).name} at step {step}; checkpoint saved in "
-        f"{workdir / 'checkpoints'}. Run the same command to resume."))
+def _train_epoch(run: _Run, state: Any, progress: Progress, step: int, ahead: RunAhead
+                 ) -> tuple[Any, int]:
+  """Trains from ``step`` to the end of its epoch, logging every ``log_every_steps`` and saving
+  every ``checkpoint_every_steps``; on a stop request, saves and raises ``Interrupted``."""
+  config, spec = run.config, run.spec
+  epoch, start = divmod(step, spec.steps_per_epoch)
+  batches = run.data["train"].train_epoch(
+      config.batch_size, seed=config.seed, epoch=epoch, process_index=jax.process_index(),
+      process_count=jax.process_count(), start_step=start)
+  metrics, window = _zero_train_metrics(run), (time.perf_counter(), step)
+  for images, labels in data_lib.prefetch(batches, run.trainer.mesh):
+    state, metrics = run.trainer.train_step(state, metrics, images, labels)
+    ahead.dispatched(jnp.copy(state.step))  # a copy: the next step donates the state
+    step += 1
+    if step % config.log_every_steps == 0 or step % spec.steps_per_epoch == 0:
+      progress.add_window(_log_window(run, state, metrics, step, window))
+      metrics, window = _zero_train_metrics(run), (time.perf_counter(), step)
+    if step % spec.steps_per_epoch:  # mid-epoch; at an epoch end, validation comes first
+      signum = run.stops.requested(step)
+      if signum or step % config.checkpoint_every_steps == 0:
+        _save(run, state, progress, step, _read_train_metrics(run, metrics, step))
+      if signum:
+        raise _interrupted(run, signum, step)
+  return state, step
 
-  try:
-    history = progress["history"]
-    step = int(state.step)
-    metrics = jax.device_put(step_lib.zero_metrics(train=True), rep)
-    window_start, window_step, run_start = time.perf_counter(), step, time.perf_counter()
-    time_before_start = progress.get("wall_time_s", 0.0)  # training time of earlier sessions
-    elapsed = lambda: time_before_start + time.perf_counter() - run_start  # noqa: E731
-    logger.info(f"Training {config.model} ({trainer.model.num_tokens} tokens) on {config.dataset}: "
-                f"{len(train)} train examples, {steps_per_epoch} steps/epoch, {total_steps} steps, "
-                f"{jax.device_count()} devices.")
-    epoch_sums = collections.Counter(progress.get("train_sums", {}))  # this epoch's, so far
-    ahead = RunAhead(config.max_steps_ahead)
-    with stops:
-      while step < stop_step and not stopper.stopped:
-        epoch, start = divmod(step, steps_per_epoch)
-        batches = train.train_epoch(
-            config.batch_size, seed=config.seed, epoch=epoch, process_index=jax.process_index(),
-            process_count=jax.process_count(), start_step=start)
-        for images, labels in data_lib.prefetch(batches, mesh):
-          state, metrics = trainer.train_step(state, metrics, images, labels)
-          ahead.dispatched(jnp.copy(state.step))  # a copy: the next step donates the state
-          step += 1
-          if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
-            window_sums = read_train_metrics(metrics)
-            epoch_sums.update(window_sums)
-            values = _means(window_sums)
-            metrics = jax.device_put(step_lib.zero_metrics(train=True), rep)
-            now = time.perf_counter()
-            rate = (step - window_step) * config.batch_size / (now - window_start)
-            lr = float(trainer.schedule(step)) * float(optim.plateau_scale(state.opt_state))
-            logger.write(step, "train", {**values, "lr": lr, "images_per_sec": rate})
-            eta = (stop_step - step) * config.batch_size / rate
-            logger.info(f"step {step}/{total_steps} epoch {step / steps_per_epoch:.2f} "
-                        f"{rate:.0f} img/s loss {values['loss']:.4f} top1 {values['top1']:.3f} "
-                        f"lr {lr:.2e} ETA {eta / 60:.1f} min"
-                        + (f" ({window_sums['skipped_steps']:.0f} non-finite steps skipped)"
-                           if "skipped_steps" in window_sums else ""))
-            window_start, window_step = now, step
-          if step % steps_per_epoch:  # mid-epoch; at an epoch end, validation comes first
-            signum = stops.requested(step)
-            if signum or step % config.checkpoint_every_steps == 0:
-              save(state, metrics)
-            if signum:
-              raise interrupt(signum)
 
-        # Epoch end: validate, early-stop bookkeeping, checkpoint.
-        train_means = _means(epoch_sums)
-        record = {"epoch": step // steps_per_epoch, "step": step, "wall_time_s": elapsed(),
-                  **{f"train_{k}": v for k, v in train_means.items()}}
-        logger.info(f"epoch {record['epoch']} train: loss {train_means['loss']:.4f} "
-                    f"top1 {train_means['top1']:.4f} top5 {train_means['top5']:.4f}")
-        improved = False
-        if "val" in data:
-          val = evaluate(trainer.eval_step, state.variables, data["val"],
-                         config.eval_batch_size, mesh)
-          logger.write(step, "val", val)
-          record.update({f"val_{k}": v for k, v in val.items()})
-          improved = stopper.update(record[config.early_stopping.metric], step)
-          opt_state = trainer.record_validation_loss(state.opt_state, val["loss"])
-          state = state.replace(opt_state=opt_state)
-          logger.info(f"epoch {record['epoch']} validation: loss {val['loss']:.4f} "
-                      f"top1 {val['top1']:.4f} top5 {val['top5']:.4f}"
-                      f"{' (best)' if improved else ''}")
-        history.append(record)
-        epoch_sums = collections.Counter()
-        save(state, metrics, best=improved)
-        window_start = time.perf_counter()
-        signum = stops.requested(step)
-        if signum and step < stop_step and not stopper.stopped:
-          raise interrupt(signum)
-    checkpoints.wait()
-    if step < total_steps and not stopper.stopped:
-      logger.info(f"Stopped after epoch {step // steps_per_epoch} of {config.num_epochs} "
-                  f"(stop_after_epochs); start again without it to continue.")
+def _zero_train_metrics(run: _Run) -> step_lib.Metrics:
+  return jax.device_put(step_lib.zero_metrics(train=True), parallel.replicated(run.trainer.mesh))
 
-    summary = {"step": step, "epochs": step / steps_per_epoch, "history": history,
-               "best": stopper.state_dict()}
-    if "test" in data:
-      best = checkpoints.restore_best(trainer.abstract_state) if "val" in data else None
-      variables = best[0].variables if best else state.variables
-      test = evaluate(trainer.eval_step, variables, data["test"], config.eval_batch_size, mesh)
-      logger.write(step, "test", test)
-      logger.info(f"test (best checkpoint): top1 {test['top1']:.4f} top5 {test['top5']:.4f}")
-      summary["test"] = test
-    if jax.process_index() == 0:
-      (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
-  finally:  # pending async saves complete even when training fails
-    _close(checkpoints, logger)
+
+def _read_train_metrics(run: _Run, metrics: step_lib.Metrics, step: int) -> dict[str, float]:
+  """Fetches train-metric sums; stops on non-finite steps unless they are to be skipped."""
+  sums = {k: float(v) for k, v in jax.device_get(metrics).items()}
+  skipped, first = int(sums.pop("nonfinite")), int(sums.pop("first_nonfinite_step"))
+  if skipped and not run.config.skip_nonfinite_steps:
+    raise FloatingPointError(
+        f"Non-finite loss or gradients at step {first} ({skipped} such step(s) up to step "
+        f"{step}). Nothing was saved after it: the latest checkpoint (step "
+        f"{run.checkpoints.latest_step()}) in {run.workdir} holds the last good state. Lower "
+        f"optimizer.learning_rate, keep optimizer.grad_clip_norm > 0, or set "
+        f"--config.skip_nonfinite_steps=True to skip such steps.")
+  return {**sums, "skipped_steps": float(skipped)} if skipped else sums
+
+
+def _log_window(run: _Run, state: Any, metrics: step_lib.Metrics, step: int,
+                window: tuple[float, int]) -> dict[str, float]:
+  """Logs the train metrics of the steps since ``window`` (its start time and step); returns
+  their sums."""
+  sums = _read_train_metrics(run, metrics, step)
+  values = _means(sums)
+  rate = (step - window[1]) * run.config.batch_size / (time.perf_counter() - window[0])
+  lr = float(run.trainer.schedule(step)) * float(optim.plateau_scale(state.opt_state))
+  run.logger.write(step, "train", {**values, "lr": lr, "images_per_sec": rate})
+  eta = (run.spec.stop_step - step) * run.config.batch_size / rate
+  skipped = (f" ({sums['skipped_steps']:.0f} non-finite steps skipped)"
+             if "skipped_steps" in sums else "")
+  run.logger.info(f"step {step}/{run.spec.total_steps} epoch {step / run.spec.steps_per_epoch:.2f} "
+                  f"{rate:.0f} img/s loss {values['loss']:.4f} top1 {values['top1']:.3f} "
+                  f"lr {lr:.2e} ETA {eta / 60:.1f} min{skipped}")
+  return sums
+
+
+def _end_epoch(run: _Run, state: Any, progress: Progress, step: int) -> Any:
+  """Validation, early stopping and the plateau schedule's update, the epoch's record and its
+  checkpoint (and the best one's)."""
+  train_means = _means(progress.epoch_sums)
+  record = {"epoch": run.spec.epoch(step), "step": step, "wall_time_s": progress.elapsed(),
+            **{f"train_{k}": v for k, v in train_means.items()}}
+  run.logger.info(f"epoch {record['epoch']} train: loss {train_means['loss']:.4f} "
+                  f"top1 {train_means['top1']:.4f} top5 {train_means['top5']:.4f}")
+  improved = False
+  if "val" in run.data:
+    val = evaluate(run.trainer.eval_step, state.variables, run.data["val"],
+                   run.config.eval_batch_size, run.trainer.mesh)
+    run.logger.write(step, "val", val)
+    record.update({f"val_{k}": v for k, v in val.items()})
+    improved = progress.stopper.update(record[run.config.early_stopping.metric], step)
+    state = state.replace(
+        opt_state=run.trainer.record_validation_loss(state.opt_state, val["loss"]))
+    run.logger.info(f"epoch {record['epoch']} validation: loss {val['loss']:.4f} "
+                    f"top1 {val['top1']:.4f} top5 {val['top5']:.4f}"
+                    f"{' (best)' if improved else ''}")
+  progress.end_epoch(record)
+  _save(run, state, progress, step, best=improved)
+  return state
+
+
+def _save(run: _Run, state: Any, progress: Progress, step: int,
+          unread: dict[str, float] | None = None, best: bool = False) -> None:
+  record = progress.saved(step, run.spec.steps_per_epoch, unread)
+  run.checkpoints.save(step, state, record)
+  if best:
+    run.checkpoints.save_best(step, state, record)
+
+
+def _interrupted(run: _Run, signum: int, step: int) -> interrupts.Interrupted:
+  run.checkpoints.wait()
+  return interrupts.Interrupted(signum, (
+      f"Stopped by {signal.Signals(signum).name} at step {step}; checkpoint saved in "
+      f"{run.workdir / 'checkpoints'}. Run the same command to resume."))
+
+
+def _finish(run: _Run, state: Any, progress: Progress, step: int) -> dict[str, Any]:
+  """The test split with the best checkpoint, if asked for; ``summary.json``."""
+  spec = run.spec
+  if step < spec.total_steps and not progress.stopper.stopped:
+    run.logger.info(f"Stopped after epoch {spec.epoch(step)} of {run.config.num_epochs} "
+                    f"(stop_after_epochs); start again without it to continue.")
+  summary = {"step": step, "epochs": step / spec.steps_per_epoch, "history": progress.history,
+             "best": progress.stopper.state_dict()}
+  if "test" in run.data:
+    best = (run.checkpoints.restore_best(run.trainer.abstract_state) if "val" in run.data
+            else None)
+    variables = best[0].variables if best else state.variables
+    test = evaluate(run.trainer.eval_step, variables, run.data["test"],
+                    run.config.eval_batch_size, run.trainer.mesh)
+    run.logger.write(step, "test", test)
+    run.logger.info(f"test (best checkpoint): top1 {test['top1']:.4f} top5 {test['top5']:.4f}")
+    summary["test"] = test
+  if jax.process_index() == 0:
+    (run.workdir / "summary.json").write_text(json.dumps(summary, indent=2))
   return summary
 
 

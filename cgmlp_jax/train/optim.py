@@ -60,13 +60,14 @@ def _scale_by_plateau(config: ml_collections.ConfigDict) -> optax.GradientTransf
 
 
 def make_optimizer(config: ml_collections.ConfigDict,
-                   steps_per_epoch: int) -> optax.GradientTransformation:
+                   schedule: optax.Schedule) -> optax.GradientTransformation:
+  """The run's optimiser around its learning-rate ``schedule`` (``learning_rate_schedule``)."""
   opt = config.optimizer
   parts = []
   if opt.grad_clip_norm > 0:
     parts.append(optax.clip_by_global_norm(opt.grad_clip_norm))
   times_lr = opt.weight_decay_mode == "times_lr"
-  parts.append(optax.adamw(learning_rate_schedule(config, steps_per_epoch), b1=opt.b1, b2=opt.b2,
+  parts.append(optax.adamw(schedule, b1=opt.b1, b2=opt.b2,
                            eps=opt.eps, weight_decay=opt.weight_decay if times_lr else 0.0,
                            mask=_decay_mask(config)))
   if opt.schedule == "plateau":

@@ -36,7 +36,8 @@ class Trainer:
 def build(config: ml_collections.ConfigDict, num_classes: int, steps_per_epoch: int) -> Trainer:
   model = config_lib.build_model(config, num_classes)
   augment_config = config_lib.augment_config(config, model.image_size)
-  tx = optim.make_optimizer(config, steps_per_epoch)
+  schedule = optim.learning_rate_schedule(config, steps_per_epoch)
+  tx = optim.make_optimizer(config, schedule)
   mesh = parallel.make_mesh()
   rep, batch = parallel.replicated(mesh), parallel.batch_sharded(mesh)
 
@@ -49,7 +50,7 @@ def build(config: ml_collections.ConfigDict, num_classes: int, steps_per_epoch: 
   train_step = step_lib.make_train_step(model, tx, augment_config, num_classes,
                                         config.label_smoothing)
   return Trainer(
-      model=model, tx=tx, schedule=optim.learning_rate_schedule(config, steps_per_epoch),
+      model=model, tx=tx, schedule=schedule,
       augment_config=augment_config, mesh=mesh, abstract_state=abstract,
       init=jax.jit(lambda variables=None: create(variables=variables), out_shardings=shardings),
       train_step=jax.jit(train_step, in_shardings=(shardings, rep, batch, batch),

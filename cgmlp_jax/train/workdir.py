@@ -7,6 +7,7 @@ resumed run never silently changes its recipe. The config is recorded only once 
 have been opened, so a start that fails on them leaves the workdir as it was.
 """
 import json
+import os
 
 import jax
 import ml_collections
@@ -35,6 +36,15 @@ def config_diff(old: dict, new: dict) -> list[str]:
   missing = object()
   return [f"{key}: {old.get(key, '<absent>')!r} -> {new.get(key, '<absent>')!r}"
           for key in sorted(set(old) | set(new)) if old.get(key, missing) != new.get(key, missing)]
+
+
+def prepare(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -> epath.Path:
+  """The run's workdir as an absolute path (orbax needs one; remote ones such as gs://... are),
+  created and probed, with a refused config change raised before any data is read."""
+  workdir = epath.Path(workdir if "://" in str(workdir) else os.path.abspath(workdir))
+  probe_writable(workdir)
+  check_config_change(workdir, config)
+  return workdir
 
 
 def probe_writable(workdir: epath.Path) -> None:
