@@ -303,3 +303,28 @@ def test_batch_norm_stem_trains_on_batch_statistics_and_evaluates_on_running_one
                              atol=1e-4)
   assert models.as_variables(trained) == trained
   assert models.as_variables(trained["params"]) == {"params": trained["params"]}
+
+
+def test_group_norm_pooled_first_equals_normalise_rectify_then_pool():
+  # The conv stem normalises, rectifies and pools on the pooled map (ReLU, the pool and the
+  # norm's per-channel affine map commute); with negative scales the window min is the one taken.
+  x = 2.0 + 3.0 * jax.random.normal(jax.random.key(0), (2, 8, 8, 8))
+  norm = models.norms.GroupNorm(num_groups=4)
+  params = {"scale": jnp.linspace(-1.0, 2.0, 8), "bias": jnp.linspace(0.5, -0.5, 8)}
+  pool = lambda y: models.stems.max_pool(y, 2)  # noqa: E731
+  first = lambda p, x: nn.relu(norm.apply({"params": p}, x, pool=pool))  # noqa: E731
+  after = lambda p, x: pool(nn.relu(norm.apply({"params": p}, x)))  # noqa: E731
+  np.testing.assert_array_equal(first(params, x), after(params, x))  # bit for bit
+  grads = [jax.grad(lambda p, x: jnp.sum(jnp.sin(f(p, x))), argnums=(0, 1))(params, x)
+           for f in (first, after)]
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), *grads)
+
+
+def test_the_conv_stem_computes_the_same_with_and_without_its_feature_maps(cgmlp):
+  # Sowing the feature maps (the figures) takes the layer-by-layer path, training the pooled-first
+  # one: the same logits.
+  model, params = cgmlp
+  fast = model.apply({"params": params}, _images())
+  sown, state = model.apply({"params": params}, _images(), mutable=["intermediates"])
+  np.testing.assert_array_equal(fast, sown)
+  assert "layer0" in state["intermediates"]["stem"]

@@ -19,6 +19,7 @@ averages in the ``"batch_stats"`` collection (apply with ``mutable=["batch_stats
 it uses those averages. Under ``jax.jit`` with the batch sharded across devices the statistics are
 the global batch's (XLA reduces across devices), so they do not depend on the device count.
 """
+import functools
 import math
 from typing import Any, Sequence
 
@@ -148,9 +149,19 @@ class ConvStem(nn.Module):
       raise ValueError(f"Unknown conv-stem norm {self.norm!r}; valid: {NORMS}.")
     token_grid(images.shape[1], self.patch_size, [pool for _, _, pool in self.layers])
     x = images
+    # Without the feature maps to sow, GroupNorm, ReLU and the max-pool run on the pooled map:
+    # ReLU and the pool commute, and so does the norm's affine map (norms.GroupNorm); the same
+    # values, with pool^2 times fewer elements for the norm and the ReLU.
+    pool_first = self.norm == "group" and not self.is_mutable_collection("intermediates")
     for i, (filters, kernel, pool) in enumerate(self.layers):
       x = Conv(filters, kernel, use_bias=self.norm == "none", dtype=self.dtype,
                param_dtype=self.param_dtype, name=f"conv{i}")(x)
+      if pool_first:
+        x = GroupNorm(num_groups=math.gcd(32, filters), epsilon=1e-5, dtype=self.dtype,
+                      param_dtype=self.param_dtype, name=f"norm{i}")(
+                          x, pool=functools.partial(max_pool, pool=pool))
+        x = nn.relu(x)  # (B, H_i/pool, W_i/pool, filters)
+        continue
       if self.norm == "group":
         x = GroupNorm(num_groups=math.gcd(32, filters), epsilon=1e-5, dtype=self.dtype,
                       param_dtype=self.param_dtype, name=f"norm{i}")(x)
