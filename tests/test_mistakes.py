@@ -31,9 +31,9 @@ def test_launch_prints_one_line_and_exits_2_without_touching_the_workdir(tmp_pat
   assert result.stdout == ""
   assert result.stderr.splitlines() == [
       "error: Unknown config field 'optimizer.lerning_rate'. Did you mean "
-      "'optimizer.learning_rate'? Valid: b1, b2, eps, grad_clip_norm, learning_rate, "
-      "min_learning_rate, plateau_factor, plateau_patience, schedule, warmup_epochs, "
-      "weight_decay."]
+      "'optimizer.learning_rate'? Valid: b1, b2, decay_mask, eps, grad_clip_norm, "
+      "learning_rate, min_learning_rate, plateau_atol, plateau_factor, plateau_patience, "
+      "plateau_rtol, schedule, warmup_epochs, weight_decay, weight_decay_mode."]
   assert not workdir.exists() and not (tmp_path / "no_data").exists()
 
 
