@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from cgmlp_jax.train import CheckpointError, WorkdirError, interrupts, loop
+from cgmlp_jax.train import CheckpointError, WorkdirError, interrupts, lock as lock_lib, loop
 from tiny_run import final_params, run, tiny_config
 
 TINY_RUN = Path(__file__).with_name("tiny_run.py")
@@ -270,3 +271,90 @@ def test_two_cpu_devices_under_load_neither_abort_nor_ignore_sigterm(tmp_path):
   stopped_at = checkpoint_steps(workdir)[-1]
   assert steps + signal_at <= stopped_at <= steps + signal_at + 3, output
   assert f"Stopped by SIGTERM at step {stopped_at}" in output
+
+
+HOLD_LOCK = """
+import sys, time
+from cgmlp_jax.train import lock
+lock.WorkdirLock(sys.argv[1]).acquire()
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_second_run_on_a_workdir_in_use_is_refused_in_one_line(tmp_path):
+  """Two launch.py on one workdir used to both train in it (README "Failures")."""
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(workdir)], text=True,
+                            stdout=subprocess.PIPE, cwd=TINY_RUN.parent.parent)
+  try:
+    assert holder.stdout.readline() == "locked\n"
+    before = files(workdir)
+    env = {**os.environ, "TFDS_DATA_DIR": str(tmp_path / "no_data")}
+    env.pop("CGMLP_JAX_TRACEBACK", None)
+    result = subprocess.run(
+        [sys.executable, "launch.py", "--config=configs/cgmlp.py:small", f"--workdir={workdir}"],
+        cwd=TINY_RUN.parent.parent, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: Workdir {workdir} is in use by another run: pid {holder.pid} on host "
+        f"{socket.gethostname()} (since {json.loads((workdir / 'lock').read_text())['since']}) "
+        f"holds {workdir / 'lock'}. Wait for it to finish or stop it, or choose another "
+        f"--workdir."]
+    assert files(workdir) == before
+  finally:
+    holder.kill()
+    holder.wait()
+
+
+def test_the_lock_is_exclusive_names_its_holder_and_is_taken_over_when_stale(tmp_path, capsys):
+  first, second = lock_lib.WorkdirLock(tmp_path), lock_lib.WorkdirLock(tmp_path)
+  first.acquire()
+  with pytest.raises(WorkdirError, match=rf"in use by another run: pid {os.getpid()} on host "):
+    second.acquire()  # the flock: even this process's own second start is refused
+  first.release()
+  assert not (tmp_path / "lock").exists()
+  # Another host's lock cannot be checked from here: refused, with the way to clear it.
+  (tmp_path / "lock").write_text(json.dumps({"host": "elsewhere", "pid": 1}))
+  with pytest.raises(WorkdirError, match=r"pid 1 on host elsewhere .*if that run has ended \(its "
+                                         r"host went down\), delete .*lock\.$"):
+    second.acquire()
+  # A process of this host that has ended: taken over with one line.
+  ended = subprocess.Popen([sys.executable, "-c", ""])
+  ended.wait()
+  (tmp_path / "lock").write_text(json.dumps({"host": socket.gethostname(), "pid": ended.pid}))
+  capsys.readouterr()
+  second.acquire()
+  assert capsys.readouterr().out == (f"Taking over the stale lock {tmp_path / 'lock'}: pid "
+                                     f"{ended.pid} on host {socket.gethostname()} has ended.\n")
+  assert json.loads((tmp_path / "lock").read_text())["pid"] == os.getpid()
+  second.release()
+  assert not (tmp_path / "lock").exists()
+
+
+def test_a_resume_takes_over_a_stale_lock_and_sets_aside_a_cut_metrics_line(straight_run,
+                                                                             tmp_path, capsys):
+  """A crash mid-write: the resumed run used to append onto the cut line, which made the whole
+  metrics.jsonl unreadable to report and lost the next record too."""
+  workdir = copy_until(straight_run, tmp_path, 8)
+  metrics = workdir / "metrics.jsonl"
+  lines = metrics.read_text().splitlines(keepends=True)
+  cut = lines[-1][:15]  # the last record (the test line), cut mid-line
+  metrics.write_text("".join(lines[:-1]) + cut)
+  ended = subprocess.Popen([sys.executable, "-c", ""])
+  ended.wait()
+  (workdir / "lock").write_text(json.dumps({"host": socket.gethostname(), "pid": ended.pid}))
+  capsys.readouterr()
+  run(tiny_config(), workdir)
+  out = capsys.readouterr().out.splitlines()
+  assert f"Taking over the stale lock {workdir / 'lock'}: pid {ended.pid} on host " \
+         f"{socket.gethostname()} has ended." in out
+  assert (f"{metrics} ended in a partial line (a crash while writing it); it is kept in "
+          f"metrics.jsonl.partial-1 and the file goes on after the last complete line.") in out
+  assert (workdir / "metrics.jsonl.partial-1").read_text() == cut
+  records = [json.loads(line) for line in metrics.read_text().splitlines()]  # every line whole
+  assert records[:len(lines) - 1] == [json.loads(line) for line in lines[:-1]]
+  assert [r["step"] for r in records if r["split"] == "test"] == [10]
+  assert not (workdir / "lock").exists()
+  jax.tree.map(np.testing.assert_array_equal, final_params(workdir), final_params(straight_run[0]))

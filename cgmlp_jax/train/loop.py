@@ -25,6 +25,7 @@ from cgmlp_jax.errors import ConfigError
 from cgmlp_jax.metrics import MetricsLogger
 from cgmlp_jax.train import config as config_lib
 from cgmlp_jax.train import init_from, interrupts, optim, step as step_lib, trainer as trainer_lib
+from cgmlp_jax.train import lock as lock_lib
 from cgmlp_jax.train import workdir as workdir_lib
 from cgmlp_jax.train.checkpoint import CheckpointError, Checkpoints
 from cgmlp_jax.train.early_stopping import EarlyStopping
@@ -125,6 +126,7 @@ def _open_checkpoints(config: ml_collections.ConfigDict, workdir: epath.Path,
     return fresh, checkpoints, checkpoints.restore_latest(abstract_state)
 
 
+@lock_lib.releases_locks
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains, validates every epoch, tests the best checkpoint; returns the final summary.
 
@@ -139,6 +141,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # Orbax needs absolute paths; remote ones (gs://...) already are.
   workdir = epath.Path(workdir if "://" in str(workdir) else os.path.abspath(workdir))
   workdir_lib.probe_writable(workdir)  # before reading any data: fail fast on a bad workdir
+  lock_lib.take(workdir)  # one run per workdir (README "Failures")
   workdir_lib.check_config_change(workdir, config)
   # The weights to start from, read before the data: a missing file fails in seconds. A run with
   # a checkpoint resumes from it instead.
