@@ -358,3 +358,15 @@ def test_a_resume_takes_over_a_stale_lock_and_sets_aside_a_cut_metrics_line(stra
   assert [r["step"] for r in records if r["split"] == "test"] == [10]
   assert not (workdir / "lock").exists()
   jax.tree.map(np.testing.assert_array_equal, final_params(workdir), final_params(straight_run[0]))
+
+
+def test_a_resume_with_another_batch_size_is_refused(straight_run, tmp_path):
+  """8 -> 16 used to resume at the same step, as if at twice the data: an epoch claimed, not run."""
+  workdir = copy_until(straight_run, tmp_path, 6)
+  before = files(workdir)
+  with pytest.raises(WorkdirError, match=r"batch_size changed from 8 to 16 since the checkpoints "
+                                         r"in .* were written; .* Resume with "
+                                         r"--config.batch_size=8, or start a new --workdir"):
+    loop.train_and_evaluate(tiny_config(batch_size=16), str(workdir))  # no data: refused first
+  assert files(workdir) == before
+

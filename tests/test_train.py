@@ -265,6 +265,21 @@ def test_flip_evaluation_is_mirror_invariant(step_setup):
     (dict(model_kw=dict(drop_path_rate=1.0)), r"model_kw.drop_path_rate=1.0 cannot train"),
     (dict(model_kw=dict(dropout_rate=-0.1)), r"model_kw.dropout_rate=-0.1 cannot train"),
     (dict(augment=dict(zoom=1.5)), r"zoom must be in \[0, 1\)"),
+    # Refused here, before the workdir or the data, since issue 29:
+    (dict(optimizer=dict(learning_rate=float("nan"))),
+     r"optimizer.learning_rate=nan cannot train; it must be a finite number"),
+    (dict(optimizer=dict(learning_rate=float("inf"))), r"learning_rate=inf cannot train"),
+    (dict(augment=dict(mean=(0.5, float("nan"), 0.5))), r"augment.mean=\(0.5, nan, 0.5\)"),
+    (dict(model_kw=dict(num_classes=10)),
+     r"model_kw.num_classes cannot be set: it is the dataset's class count"),
+    (dict(seed=-1), r"seed must be an integer >= 0; got -1"),
+    (dict(skip_nonfinite_limit=0), r"skip_nonfinite_limit must be an integer >= 1"),
+    (dict(input="stream"), r"input='stream' crops on the host"),
+    (dict(train_split="train[:50%]"), r"Cannot hold out a fraction of the already sliced"),
+    (dict(augment=dict(mean=(0.5,), std=(0.25,))),
+     r"cifar10 images have 3 channels but the normalisation has 1, augment.mean / augment.std"),
+    (dict(dataset="kmnist"), r"kmnist images have 1 channels but the normalisation has 3, its "
+                             r"default \(ImageNet's"),
 ])
 def test_bad_configs_fail_before_any_data_or_compile(overrides, message, tmp_path):
   config = tiny_config()

@@ -122,6 +122,17 @@ def _builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
         prepare_hint(name, searched)) from None
 
 
+def image_channels(name: str, data_dir: str | None = None) -> int | None:
+  """The channel count the dataset's image feature declares, from its builder: no data read,
+  nothing downloaded. None where it cannot tell (a missing dataset is reported by the readers)."""
+  try:
+    image = _builder(name, data_dir).info.features["image"]
+    channels = image.shape[-1]
+  except Exception:  # noqa: BLE001  (unknown or odd datasets: the readers report them)
+    return None
+  return channels if isinstance(channels, int) else None
+
+
 def open_split(name: str, split: str, *, data_dir: str | None = None, fixed_size: bool = True,
                download: bool = True) -> tfds.core.DatasetBuilder:
   """The builder of a prepared TFDS dataset that has ``split``.

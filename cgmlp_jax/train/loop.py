@@ -138,6 +138,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if config.distributed:
     parallel.initialize_distributed()
   config_lib.validate(config)
+  config_lib.check_channels(config, data_lib.image_channels(config.dataset, config.data_dir))
   # Orbax needs absolute paths; remote ones (gs://...) already are.
   workdir = epath.Path(workdir if "://" in str(workdir) else os.path.abspath(workdir))
   workdir_lib.probe_writable(workdir)  # before reading any data: fail fast on a bad workdir
@@ -149,11 +150,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   init_source = init_from.read(config.init) if config.init and not resuming else None
   data = load_data(config, config_lib.model_image_size(config))
   train = data["train"]
-  mean, _ = config_lib.normalization(config)
-  if train.channels != len(mean):
-    raise ValueError(f"{config.dataset} images have {train.channels} channels but the "
-                     f"normalisation has {len(mean)}; set per-channel augment.mean and "
-                     f"augment.std for this dataset.")
+  config_lib.check_channels(config, train.channels)  # where the dataset's info did not tell
   steps_per_epoch = data_lib.steps_per_epoch(len(train), config.batch_size)
   total_steps = config.num_epochs * steps_per_epoch
   # A screening run stops early; the schedule (trainer, below) still spans total_steps.

@@ -12,6 +12,7 @@ import jax
 import ml_collections
 from etils import epath
 
+from cgmlp_jax import restore
 from cgmlp_jax.errors import UserError
 
 
@@ -58,8 +59,35 @@ def _recorded_diff(workdir: epath.Path, config: ml_collections.ConfigDict) -> li
   return config_diff(json.loads(path.read_text()), json.loads(config.to_json_best_effort()))
 
 
+# Fields that place a step in the data: a checkpoint's data position is its step, so a resume with
+# another value of any of them would train other examples than the ones its step count says.
+DATA_POSITION_FIELDS = ("batch_size", "dataset", "train_split", "holdout_fraction")
+
+
+def check_data_position(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
+  """Refuses to resume checkpoints with another batch size (or train set) than wrote them.
+
+  32 -> 64 ended a run without training its last epoch while ``summary.json`` said it had;
+  32 -> 16 trained half an epoch twice. Whatever ``on_config_change`` says, this is refused.
+  """
+  path = workdir / "config.json"
+  if not path.exists() or not restore.checkpoint_steps(workdir / "checkpoints"):
+    return
+  recorded = json.loads(path.read_text())
+  for field in DATA_POSITION_FIELDS:
+    old, new = recorded.get(field, config[field]), config[field]
+    if old != new:
+      raise WorkdirError(
+          f"{field} changed from {old!r} to {new!r} since the checkpoints in {workdir} were "
+          f"written; their data position counts steps of {field}={old!r}, so resuming would "
+          f"mistrain its epochs. Resume with --config.{field}={old}, or start a new --workdir "
+          f"(--config.init={workdir} starts from its weights).")
+
+
 def check_config_change(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
-  """Refuses (``on_config_change="error"``) a config that differs from the recorded one."""
+  """Refuses (``on_config_change="error"``) a config that differs from the recorded one, and
+  (always) a resume whose data position would be wrong (``check_data_position``)."""
+  check_data_position(workdir, config)
   diff = _recorded_diff(workdir, config)
   if diff and config.on_config_change == "error":
     lines = "\n  ".join(diff)
