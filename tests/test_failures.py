@@ -15,11 +15,14 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 import pytest
 
 from cgmlp_jax.train import CheckpointError, WorkdirError, interrupts, lock as lock_lib, loop
+from cgmlp_jax.train.nonfinite import NonFiniteError
 from tiny_run import final_params, run, tiny_config
 
 TINY_RUN = Path(__file__).with_name("tiny_run.py")
@@ -94,12 +97,14 @@ def test_sigint_is_a_stop_request_and_a_second_one_aborts():
 
 
 @pytest.fixture
-def diverging(straight_run, tmp_path):
-  """The run after step 4, resumed with a learning rate that makes step 5's update infinite."""
+def diverging(straight_run, tmp_path, monkeypatch):
+  """The run after step 4, resumed with a loss whose gradients are NaN from step 5 on (a non-finite
+  learning rate is refused before the run starts: test_train.py)."""
   workdir = copy_until(straight_run, tmp_path, 4)
-  config = tiny_config()
-  config.optimizer.learning_rate = float("inf")
-  return workdir, config
+  cross_entropy = optax.softmax_cross_entropy
+  monkeypatch.setattr(optax, "softmax_cross_entropy",
+                      lambda logits, labels: cross_entropy(logits * jnp.nan, labels))
+  return workdir, tiny_config()
 
 
 def test_nonfinite_step_stops_with_its_number_and_keeps_the_last_good_checkpoint(
@@ -110,6 +115,7 @@ def test_nonfinite_step_stops_with_its_number_and_keeps_the_last_good_checkpoint
                                                r"latest checkpoint \(step 4\)"):
     run(config, workdir)
   assert checkpoint_steps(workdir) == [2, 4]
+  assert not (workdir / "lock").exists()  # released on the error
   jax.tree.map(np.testing.assert_array_equal, final_params(workdir), before)
 
 
@@ -123,6 +129,33 @@ def test_nonfinite_steps_can_be_skipped(diverging):
   train_lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()
                  if '"train"' in line and json.loads(line)["step"] > 4]
   assert sum(line.get("skipped_steps", 0) for line in train_lines) == 6
+  for step in checkpoint_steps(workdir):  # the whole state, optimiser moments included
+    leaves = jax.tree_util.tree_flatten_with_path(whole_state(workdir, step))[0]
+    assert all(np.all(np.isfinite(x)) for path, x in leaves
+               if "best_value" not in jax.tree_util.keystr(path))  # plateau: inf until validated
+
+
+def whole_state(workdir, step):
+  """A checkpoint's whole train state as numpy (params, optimiser state, step, rng)."""
+  path = workdir / "checkpoints" / str(step) / "state"
+  stored = ocp.StandardCheckpointHandler().metadata(path).tree
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), stored)
+  return jax.device_get(ocp.StandardCheckpointer().restore(path, target))
+
+
+def test_a_run_whose_last_steps_were_all_skipped_stops(diverging):
+  """Every step skipped used to "succeed" with checkpoints, a best/ and a summary of nothing."""
+  workdir, config = diverging
+  before = final_params(workdir)
+  config.skip_nonfinite_steps, config.skip_nonfinite_limit = True, 3
+  with pytest.raises(NonFiniteError, match=r"The last 4 steps \(to step 8\) were all non-finite "
+                                           r"and skipped: the run no longer trains.*state of "
+                                           r"step 4.*skip_nonfinite_limit=3"):
+    run(config, workdir)
+  assert checkpoint_steps(workdir) == [2, 4, 5, 6]  # 5, 6: the state of step 4
+  jax.tree.map(np.testing.assert_array_equal, final_params(workdir), before)
+  assert not (workdir / "lock").exists()
 
 
 def test_checkpoint_of_another_model_is_named_and_left_alone(straight_run, tmp_path):
@@ -370,3 +403,44 @@ def test_a_resume_with_another_batch_size_is_refused(straight_run, tmp_path):
     loop.train_and_evaluate(tiny_config(batch_size=16), str(workdir))  # no data: refused first
   assert files(workdir) == before
 
+
+def test_a_second_ctrl_c_aborts_in_one_line_naming_the_last_checkpoint(tmp_path,
+                                                                       compile_cache_dir):
+  """It used to print a 60-line KeyboardInterrupt traceback."""
+  workdir, stderr = tmp_path / "run", (tmp_path / "stderr").open("w+")
+  process = subprocess.Popen(
+      [sys.executable, str(TINY_RUN), str(workdir), "--step_delay=2",
+       f"--cache_dir={compile_cache_dir}"], stdout=subprocess.PIPE, stderr=stderr,
+      text=True, cwd=TINY_RUN.parent.parent)
+  lines, seen = [], {key: threading.Event() for key in ("step 2/10", "Received SIGINT")}
+
+  def read():
+    for line in process.stdout:
+      lines.append(line)
+      for key, event in seen.items():
+        if line.startswith(key):
+          event.set()
+
+  reader = threading.Thread(target=read, daemon=True)
+  reader.start()
+  try:
+    assert seen["step 2/10"].wait(timeout=180), "".join(lines)
+    for _ in range(600):  # the step-2 checkpoint on disk (its save is asynchronous)
+      if checkpoint_steps(workdir):
+        break
+      time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    assert seen["Received SIGINT"].wait(timeout=30), "".join(lines)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 130, "".join(lines)
+  finally:
+    process.kill()
+  reader.join(timeout=10)
+  stderr.seek(0)
+  errors = stderr.read()
+  assert "Traceback" not in errors and "Stopped by" not in "".join(lines), errors
+  last = checkpoint_steps(workdir)[-1]
+  assert errors.splitlines()[-1] == (
+      f"Aborted without saving; the last checkpoint is step {last} in {workdir / 'checkpoints'}; "
+      f"run the same command to resume from it.")
+  assert not (workdir / "lock").exists()

@@ -4,7 +4,8 @@
       [--num_epochs=E] [--num_processes=P --process_id=I --port=PORT]
 
 runs ``tiny_config()`` in WORKDIR on N CPU devices (8: the tests' setup), sleeping S seconds per
-step so a test can signal it mid-epoch; exits with 128 + signal after a SIGTERM/SIGINT stop. With
+step so a test can signal it mid-epoch; exits with 128 + signal after a SIGTERM/SIGINT stop, and
+prints mistakes and aborts as launch.py does. With
 P > 1 it is process I of a P-process job on localhost (CPU collectives over gloo), N devices each.
 """
 import sys
@@ -95,7 +96,7 @@ def _main(argv):
     jax.config.update("jax_compilation_cache_dir", cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-  from cgmlp_jax import data  # noqa: PLC0415
+  from cgmlp_jax import cli, data  # noqa: PLC0415
   from cgmlp_jax.data import sources  # noqa: PLC0415
   from cgmlp_jax.train import Interrupted  # noqa: PLC0415
   prefetch, train_batches, seen, steps = data.prefetch, sources.train_batches, [], [0]
@@ -115,7 +116,8 @@ def _main(argv):
 
   data.prefetch, sources.train_batches = slow_prefetch, recording_train_batches
   try:
-    run(tiny_config(num_epochs=args.num_epochs), args.workdir)
+    # As launch.py: a mistake is one line (exit 2), a second Ctrl-C one line (exit 130).
+    cli.one_line_errors(run)(tiny_config(num_epochs=args.num_epochs), args.workdir)
   except Interrupted as e:
     print(e, flush=True)
     sys.exit(128 + e.signum)
@@ -126,4 +128,8 @@ def _main(argv):
 
 
 if __name__ == "__main__":
+  # This checkout's cgmlp_jax, not another one an editable install points to: a script's own
+  # folder (tests/), not the current one, starts sys.path.
+  import pathlib  # noqa: PLC0415
+  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
   _main(sys.argv[1:])

@@ -25,7 +25,7 @@ from cgmlp_jax.errors import ConfigError
 from cgmlp_jax.metrics import MetricsLogger
 from cgmlp_jax.train import config as config_lib
 from cgmlp_jax.train import init_from, interrupts, optim, step as step_lib, trainer as trainer_lib
-from cgmlp_jax.train import lock as lock_lib
+from cgmlp_jax.train import lock as lock_lib, nonfinite as nonfinite_lib
 from cgmlp_jax.train import workdir as workdir_lib
 from cgmlp_jax.train.checkpoint import CheckpointError, Checkpoints
 from cgmlp_jax.train.early_stopping import EarlyStopping
@@ -131,7 +131,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """Trains, validates every epoch, tests the best checkpoint; returns the final summary.
 
   Raises ``interrupts.Interrupted`` after saving a checkpoint when SIGTERM/SIGINT arrive,
-  ``FloatingPointError`` on non-finite loss/gradients (unless ``skip_nonfinite_steps``), and
+  ``nonfinite.NonFiniteError`` on non-finite loss/gradients (unless skipped), and
   ``CheckpointError`` / ``WorkdirError`` when the workdir or its checkpoints cannot be used.
   """
   parallel.split_cpu(config.cpu_devices)
@@ -174,18 +174,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     progress = {"history": [], "early_stopping": {}}
   stopper = EarlyStopping(**config.early_stopping.to_dict(), **progress["early_stopping"])
 
+  nonfinite = nonfinite_lib.NonfiniteSteps(config.skip_nonfinite_steps,
+                                           config.skip_nonfinite_limit, int(state.step))
+
   def read_train_metrics(metrics) -> dict[str, float]:
     """Fetches train-metric sums; stops on non-finite steps unless they are to be skipped."""
     sums = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    skipped, first = int(sums.pop("nonfinite")), int(sums.pop("first_nonfinite_step"))
-    if skipped and not config.skip_nonfinite_steps:
-      raise FloatingPointError(
-          f"Non-finite loss or gradients at step {first} ({skipped} such step(s) up to step "
-          f"{step}). Nothing was saved after it: the latest checkpoint (step "
-          f"{checkpoints.latest_step()}) in {workdir} holds the last good state. Lower "
-          f"optimizer.learning_rate, keep optimizer.grad_clip_norm > 0, or set "
-          f"--config.skip_nonfinite_steps=True to skip such steps.")
-    return {**sums, "skipped_steps": float(skipped)} if skipped else sums
+    return nonfinite.read(sums, step, checkpoints.latest_step(), workdir)
 
   def save(state, metrics, best=False):
     # Mid-epoch, the epoch's train-metric sums so far are saved too, so a resumed run reports
@@ -200,7 +195,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if best:
       checkpoints.save_best(step, state, record)
 
-  stops = interrupts.StopRequests(jax.process_count(), sync_every=config.log_every_steps)
+  stops = interrupts.StopRequests(jax.process_count(), sync_every=config.log_every_steps,
+                                  checkpoints=workdir / "checkpoints")
 
   def interrupt(signum: int):
     checkpoints.wait()
