@@ -23,7 +23,7 @@ import pytest
 
 from cgmlp_jax.train import CheckpointError, WorkdirError, interrupts, lock as lock_lib, loop
 from cgmlp_jax.train.nonfinite import NonFiniteError
-from tiny_run import final_params, run, tiny_config
+from tiny_run import final_params, run, tiny_config, whole_state
 
 TINY_RUN = Path(__file__).with_name("tiny_run.py")
 
@@ -78,6 +78,7 @@ def test_sigterm_mid_epoch_saves_and_the_resumed_run_matches(straight_run, tmp_p
   assert 2 <= stopped_at < 5, output
   assert f"Stopped by SIGTERM at step {stopped_at}; checkpoint saved" in output
   assert "Run the same command to resume." in output
+  assert not (workdir / "lock").exists()  # released on the stop
 
   summary = run(tiny_config(), workdir)
   assert summary["step"] == straight_run[1]["step"]
@@ -133,15 +134,6 @@ def test_nonfinite_steps_can_be_skipped(diverging):
     leaves = jax.tree_util.tree_flatten_with_path(whole_state(workdir, step))[0]
     assert all(np.all(np.isfinite(x)) for path, x in leaves
                if "best_value" not in jax.tree_util.keystr(path))  # plateau: inf until validated
-
-
-def whole_state(workdir, step):
-  """A checkpoint's whole train state as numpy (params, optimiser state, step, rng)."""
-  path = workdir / "checkpoints" / str(step) / "state"
-  stored = ocp.StandardCheckpointHandler().metadata(path).tree
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), stored)
-  return jax.device_get(ocp.StandardCheckpointer().restore(path, target))
 
 
 def test_a_run_whose_last_steps_were_all_skipped_stops(diverging):

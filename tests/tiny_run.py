@@ -40,17 +40,23 @@ def run(config, workdir):
     return loop.train_and_evaluate(config, str(workdir))
 
 
-def final_params(workdir):
-  """The newest checkpoint's parameters on one device, whatever the devices that wrote it."""
+def whole_state(workdir, step=None):
+  """A checkpoint's whole train state (params, optimiser state, step, rng) as numpy, whatever the
+  devices that wrote it; the newest checkpoint's if ``step`` is None."""
   import jax  # noqa: PLC0415
   import orbax.checkpoint as ocp  # noqa: PLC0415
-  step = max(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  if step is None:
+    step = max(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
   path = workdir / "checkpoints" / str(step) / "state"
-  checkpointer = ocp.StandardCheckpointer()
   stored = ocp.StandardCheckpointHandler().metadata(path).tree
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), stored)
-  return checkpointer.restore(path, target)["params"]
+  return jax.device_get(ocp.StandardCheckpointer().restore(path, target))
+
+
+def final_params(workdir):
+  """The newest checkpoint's parameters on one device, whatever the devices that wrote it."""
+  return whole_state(workdir)["params"]
 
 
 def _main(argv):
