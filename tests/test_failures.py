@@ -20,6 +20,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
+from orbax.checkpoint._src.path import atomicity
 
 from cgmlp_jax.train import CheckpointError, WorkdirError, interrupts, lock as lock_lib, loop
 from cgmlp_jax.train.nonfinite import NonFiniteError
@@ -191,6 +192,32 @@ def test_failed_save_keeps_the_earlier_checkpoints(tmp_path, monkeypatch):
   assert checkpoint_steps(tmp_path) == [2]
   monkeypatch.undo()
   assert run(tiny_config(), tmp_path)["step"] == 10  # resumes from step 2
+
+
+def test_a_save_that_cannot_create_its_directory_fails_at_once_naming_its_step(tmp_path,
+                                                                             monkeypatch):
+  """No permission on checkpoints/: created in the background, the failed step directory left
+  the save's threads waiting 300 s for it (at exit), and the error named a later step."""
+  create = atomicity.AtomicRenameTemporaryPath.create
+
+  async def no_permission_at_step_4(self):
+    if self.get_final().name == "4" and self.get_final().parent.name == "checkpoints":
+      raise PermissionError(13, "Permission denied", str(self.get_final()))
+    return await create(self)
+
+  monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "create", no_permission_at_step_4)
+  with pytest.raises(CheckpointError, match=r"Saving checkpoint step 4 to .* failed "
+                                            r"\(PermissionError: .*earlier checkpoints \[2\] are "
+                                            r"intact"):
+    run(tiny_config(), tmp_path)
+  assert checkpoint_steps(tmp_path) == [2]
+  for _ in range(100):  # nothing left waiting for the directory: the process can exit now
+    waiting = [t for t in threading.enumerate() if not t.daemon and t is not
+               threading.main_thread()]
+    if not waiting:
+      break
+    time.sleep(0.1)
+  assert not waiting, waiting
 
 
 def test_unwritable_workdir_fails_before_reading_data(tmp_path):
