@@ -47,7 +47,8 @@ class StopRequests:
 
   def _handle(self, signum, frame):
     if signum == signal.SIGINT and self.signum == signal.SIGINT:
-      raise Aborted(self._aborted_message)  # second Ctrl-C: the user does not want to wait for the save
+      # Second Ctrl-C: the user does not want to wait for the save.
+      raise Aborted(self._aborted_message)
     self.signum = signum
     print(f"Received {signal.Signals(signum).name}: stopping after this step, once a checkpoint "
           f"is saved (Ctrl-C again to abort without saving).", flush=True)

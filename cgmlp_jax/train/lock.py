@@ -47,7 +47,8 @@ def _process_start(pid: int) -> str | None:
 
 
 def _this_process() -> dict[str, Any]:
-  return {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": _process_start(os.getpid()),
+  return {"host": socket.gethostname(), "pid": os.getpid(),
+          "pid_start": _process_start(os.getpid()),
           "since": datetime.datetime.now().isoformat(timespec="seconds")}
 
 
