@@ -15,13 +15,14 @@ import functools
 import importlib.util
 import os
 import sys
+import traceback
 from typing import Any, Callable
 
 import ml_collections
 from absl import app, flags, logging
 
 from cgmlp_jax import models
-from cgmlp_jax.errors import ConfigError, UserError
+from cgmlp_jax.errors import Aborted, ConfigError, UserError
 
 TRACEBACK_ENV = "CGMLP_JAX_TRACEBACK"
 
@@ -32,11 +33,17 @@ def fail(message: str) -> None:
 
 
 def one_line_errors(main: Callable) -> Callable:
-  """``main`` with its ``UserError``s printed as one line (exit status 2)."""
+  """``main`` with its ``UserError``s printed as one line (exit status 2), and an abort (second
+  Ctrl-C while training) as its one line (exit status 130)."""
   @functools.wraps(main)
   def wrapped(*args, **kwargs):
     try:
       return main(*args, **kwargs)
+    except Aborted as e:
+      if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+        raise
+      print(e, file=sys.stderr, flush=True)
+      sys.exit(Aborted.EXIT_STATUS)
     except UserError as e:
       if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
         raise
@@ -52,13 +59,37 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
                       f"in configs/, e.g. --config=configs/cgmlp.py.")
   loader_spec = importlib.util.spec_from_file_location("_cgmlp_jax_config", path)
   module = importlib.util.module_from_spec(loader_spec)
-  loader_spec.loader.exec_module(module)
   try:
-    return module.get_config(arg) if arg else module.get_config()
+    loader_spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise ConfigError(f"Config file {path}, line {e.lineno}: {e.msg}.") from None
+  except Exception as e:  # noqa: BLE001  (the file's own code failed)
+    raise _config_file_error(path, spec, e) from None
+  if not callable(getattr(module, "get_config", None)):
+    raise ConfigError(f"Config file {path} defines no get_config(); a config file returns its "
+                      f"ml_collections.ConfigDict from get_config(arg=None).")
+  try:
+    config = module.get_config(arg) if arg else module.get_config()
   except ConfigError:
     raise
   except ValueError as e:
     raise ConfigError(f"--config={spec}: {e}") from None
+  except Exception as e:  # noqa: BLE001
+    raise _config_file_error(path, spec, e) from None
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ConfigError(f"get_config() in {path} returned a {type(config).__name__}, not an "
+                      f"ml_collections.ConfigDict; start from train.config.base_config() and "
+                      f"change its fields.")
+  return config
+
+
+def _config_file_error(path: str, spec: str, error: Exception) -> ConfigError:
+  """``Config file F, line N: TypeError: ...``: the deepest line of F the error passed."""
+  lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
+           if os.path.abspath(frame.filename) == os.path.abspath(path)]
+  where = f", line {lines[-1]}" if lines else ""
+  return ConfigError(f"Config file {path}{where} (from --config={spec}) failed: "
+                     f"{type(error).__name__}: {error}")
 
 
 def _parse_value(text: str) -> Any:

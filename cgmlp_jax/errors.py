@@ -21,3 +21,18 @@ class DataError(UserError, ValueError):
 class WeightsError(UserError, ValueError):
   """Weights that cannot be read or fetched, or do not fit the model (missing, extra or
   mis-shaped arrays)."""
+
+
+class Aborted(KeyboardInterrupt):
+  """The user aborted at once (a second Ctrl-C), without a checkpoint; the commands print the
+  message as one line and exit with ``EXIT_STATUS``, as a shell does for Ctrl-C. The message may
+  be a function, called when printed: after the saves already under way have ended."""
+
+  EXIT_STATUS = 130  # 128 + SIGINT
+
+  def __init__(self, message):
+    super().__init__()
+    self._message = message
+
+  def __str__(self) -> str:
+    return self._message() if callable(self._message) else self._message

@@ -52,3 +52,17 @@ def straight_run(tmp_path_factory):
     patch.setattr(trainer_lib, "build", recording_build)
     summary = run(tiny_config(), workdir)
   return StraightRun(workdir, summary, built[0])
+
+
+# Tests that retried after a JAX runtime abort (test_multihost.retry_once_if_aborted): reported
+# at the end of the session, not only as a warning.
+RETRIED = pytest.StashKey[list]()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+  retried = config.stash.get(RETRIED, [])
+  if retried:
+    terminalreporter.section("RETRIED after a JAX runtime abort (first attempt's output)")
+    for nodeid, output in retried:
+      terminalreporter.write_line(f"RETRIED {nodeid}")
+      terminalreporter.write_line(output[-4000:])

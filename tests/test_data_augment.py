@@ -166,3 +166,64 @@ def test_config_is_hashable_with_list_inputs():
   cfg = AugmentConfig(image_size=8, mean=[0.5, 0.5, 0.5], std=[0.2, 0.2, 0.2])
   assert cfg.mean == (0.5, 0.5, 0.5) and hash(cfg) == hash(
       AugmentConfig(image_size=8, mean=(0.5, 0.5, 0.5), std=(0.2, 0.2, 0.2)))
+
+
+def _distinct_labels():
+  images, _ = _batch()
+  return images, jax.nn.one_hot(np.arange(_B), _B)  # example i is class i: targets name partners
+
+
+def test_mixup_targets_carry_the_image_weights():
+  """lambda recovered from each mixed image equals its own class's target weight (a swap of
+  lambda and 1 - lambda in the targets keeps every row summing to 1, and passed the old tests)."""
+  cfg = AugmentConfig(image_size=8, mixup_alpha=1.0, **_OFF)
+  images, labels = _distinct_labels()
+  plain = np.asarray(normalize(images, cfg), np.float64)
+  checked = 0
+  for seed in range(4):
+    x, y = map(np.asarray, _jitted(cfg)(jax.random.key(seed), images, labels))
+    for i in range(_B):
+      partner = [k for k in np.flatnonzero(y[i] > 1e-6) if k != i]
+      if not partner or abs(y[i, i] - 0.5) < 0.05:  # mixed with itself, or lambda ~ 1 - lambda
+        continue
+      a, b = plain[i].ravel(), plain[partner[0]].ravel()
+      lam = np.dot(x[i].ravel() - b, a - b) / np.dot(a - b, a - b)  # x = lam a + (1 - lam) b
+      np.testing.assert_allclose(x[i].ravel(), lam * a + (1 - lam) * b, atol=1e-4)
+      assert lam == pytest.approx(y[i, i], abs=1e-4)
+      checked += 1
+  assert checked >= 4
+
+
+def test_cutmix_target_weight_is_the_pasted_pixel_fraction():
+  cfg = AugmentConfig(image_size=8, cutmix_alpha=1.0, **_OFF)
+  images, labels = _distinct_labels()
+  plain = np.asarray(normalize(images, cfg))
+  checked = 0
+  for seed in range(4):
+    x, y = map(np.asarray, _jitted(cfg)(jax.random.key(seed), images, labels))
+    for i in range(_B):
+      partner = [k for k in np.flatnonzero(y[i] > 1e-6) if k != i]
+      if not partner:
+        continue
+      pasted = np.all(np.isclose(x[i], plain[partner[0]]), axis=-1) & \
+          ~np.all(np.isclose(x[i], plain[i]), axis=-1)  # (8, 8)
+      kept = np.all(np.isclose(x[i], plain[i]), axis=-1)
+      assert np.all(pasted | kept)  # every pixel is one image's or the other's
+      assert y[i, partner[0]] == pytest.approx(pasted.mean(), abs=1e-6)
+      assert y[i, i] == pytest.approx(kept.mean(), abs=1e-6)
+      checked += 1
+  assert checked >= 4
+
+
+@pytest.mark.parametrize("u, reference", [
+    # u = 0: factor 1 - zoom = 0.8, the image shrunk to 8x8 in a black border; u = 1: 1.2,
+    # the centre of the image magnified to 12x12.
+    (0.0, lambda image: jnp.pad(jax.image.resize(image, (8, 8, 3), "linear", antialias=True),
+                                ((1, 1), (1, 1), (0, 0)))),
+    (1.0, lambda image: jax.image.resize(image, (12, 12, 3), "linear", antialias=True)[1:11, 1:11]),
+])
+def test_zero_fill_zoom_extremes_match_an_independent_resample(u, reference):
+  """The default zoom_style's range pinned at both ends (a halved range passed the old tests)."""
+  image = jnp.asarray(np.random.default_rng(1).uniform(0, 1, (10, 10, 3)), jnp.float32)
+  zoomed = jax.jit(_random_zoom, static_argnums=(2, 3))(jnp.float32(u), image, 0.2, 10)
+  np.testing.assert_allclose(zoomed, reference(image), atol=1e-4)

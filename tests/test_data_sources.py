@@ -1,5 +1,6 @@
 """Tests for cgmlp_jax.data.sources: loading TFDS splits (downloading them with the network faked)
 and the batch index streams."""
+import pathlib
 import socket
 import time
 
@@ -17,6 +18,7 @@ from cgmlp_jax.data import (
     steps_per_epoch,
     train_batches,
 )
+from cgmlp_jax.data import sources
 
 _TINY_N = 10
 _TINY_SHAPE = (8, 8, 3)
@@ -296,3 +298,22 @@ def test_prefetch_yields_every_batch_in_order_as_global_arrays():
     assert labels.sharding == parallel.batch_sharded(mesh)
     np.testing.assert_array_equal(labels, idx)
     np.testing.assert_array_equal(images, split.images[idx])
+
+
+@pytest.mark.parametrize("cut", [0, 7])  # at a record boundary (10 of 20 records), mid-record
+def test_a_cut_data_file_is_one_line_naming_it_and_the_fix(tmp_path, cut):
+  """A tfrecord cut in half used to be TensorFlow's 44-line DataLossError naming no file."""
+  builder = tfds.testing.DummyMnist(data_dir=str(tmp_path))  # made here, offline: 20 examples
+  builder.download_and_prepare()
+  train_file = next(pathlib.Path(builder.data_dir).glob("dummy_mnist-train.tfrecord*"))
+  train_file.write_bytes(train_file.read_bytes()[:train_file.stat().st_size // 2 + cut])
+  with pytest.raises(DataError) as error:
+    sources.load_split("dummy_mnist", "train", data_dir=str(tmp_path), download=False)
+  message = str(error.value)
+  assert "\n" not in message
+  assert message.startswith(f"Dataset 'dummy_mnist': its file {train_file} is truncated or "
+                            f"corrupt (")
+  assert f"Prepare it again: delete {builder.data_dir} and run `tfds build dummy_mnist " \
+         f"--data_dir {tmp_path}`" in message
+  assert len(sources.load_split("dummy_mnist", "test", data_dir=str(tmp_path),
+                                download=False)) == 20  # the other split reads

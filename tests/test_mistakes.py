@@ -32,9 +32,9 @@ def test_launch_prints_one_line_and_exits_2_without_touching_the_workdir(tmp_pat
   assert result.stdout == ""
   assert result.stderr.splitlines() == [
       "error: Unknown config field 'optimizer.lerning_rate'. Did you mean "
-      "'optimizer.learning_rate'? Valid: b1, b2, eps, grad_clip_norm, learning_rate, "
-      "min_learning_rate, plateau_factor, plateau_patience, schedule, warmup_epochs, "
-      "weight_decay."]
+      "'optimizer.learning_rate'? Valid: b1, b2, decay_mask, eps, grad_clip_norm, "
+      "learning_rate, min_learning_rate, plateau_atol, plateau_factor, plateau_patience, "
+      "plateau_rtol, schedule, warmup_epochs, weight_decay, weight_decay_mode."]
   assert not workdir.exists() and not (tmp_path / "no_data").exists()
 
 
@@ -115,3 +115,33 @@ def test_user_errors_are_one_line_and_bugs_keep_their_traceback(capsys, monkeypa
     user_mistake()
   with pytest.raises(ZeroDivisionError):
     cli.one_line_errors(lambda: 1 / 0)()
+
+
+@pytest.mark.parametrize("source, message", [
+    ("def get_config():\n  return {'model': 'gmlp'}\n",
+     r"get_config\(\) in .*bad.py returned a dict, not an ml_collections.ConfigDict"),
+    ("def get_config():\n  return base_config(\n", r"Config file .*bad.py, line 2: '\(' was never "
+                                                   r"closed\.$"),
+    ("def get_config():\n  epochs = 0\n  return 100 / epochs\n",
+     r"Config file .*bad.py, line 3 \(from --config=.*bad.py\) failed: ZeroDivisionError: "),
+    ("x = 1\nraise RuntimeError('no GPU here')\n",
+     r"Config file .*bad.py, line 2 \(from --config=.*bad.py\) failed: RuntimeError: no GPU here$"),
+    ("CONFIG = 1\n", r"Config file .*bad.py defines no get_config\(\)"),
+])
+def test_a_config_file_that_fails_is_one_line_naming_it(source, message, tmp_path):
+  """These used to be an AttributeError deep in ml_collections, or a 20-line traceback."""
+  path = tmp_path / "bad.py"
+  path.write_text(source)
+  with pytest.raises(ConfigError, match=message):
+    cli.preflight(["launch.py", f"--config={path}"])
+
+
+def test_an_rgba_dataset_without_its_own_statistics_is_refused_before_its_data(tmp_path,
+                                                                               monkeypatch):
+  """Grayscale and RGBA data used to fail after reading, with a traceback about normalisation."""
+  monkeypatch.setattr(loop.data_lib, "image_channels", lambda name, data_dir: 4)
+  with pytest.raises(ConfigError, match=r"cifar10 images have 4 channels but the normalisation "
+                                        r"has 3, .* set --config.augment.mean and "
+                                        r"--config.augment.std to 4 values each"):
+    loop.train_and_evaluate(tiny_config(), str(tmp_path / "run"))  # no data: would fail on it
+  assert not (tmp_path / "run").exists()

@@ -1,5 +1,9 @@
 """Weights in and out: published params files, fitting weights onto a model, ``config.init``
 (fine-tuning from a workdir, a published file or a timm state dict), configs/finetune.py."""
+import hashlib
+import json
+import pathlib
+import re
 import urllib.error
 
 import jax
@@ -8,6 +12,7 @@ import pytest
 from flax import traverse_util
 
 from cgmlp_jax import models
+from cgmlp_jax.tools import export_weights
 from cgmlp_jax.train import restore
 from cgmlp_jax.errors import ConfigError, WeightsError
 from cgmlp_jax.tools.export_weights import export
@@ -138,11 +143,69 @@ def test_finetune_config_takes_the_model_and_normalisation_of_its_weights(straig
 
 
 def test_export_writes_the_best_checkpoint_with_its_record(straight_run, tmp_path):
-  info = export(str(straight_run.workdir), "tiny.c10", out=str(tmp_path), command="cmd")
+  info = export(str(straight_run.workdir), "test_cgmlp.c10", out=str(tmp_path), command="cmd")
   best = straight_run.summary["best"]
   assert info["step"] == best["best_step"] and info["val_top1"] == pytest.approx(best["best"])
   assert (info["model"], info["num_classes"], info["command"]) == ("test_cgmlp", 10, "cmd")
-  model, variables, _ = pretrained.load(tmp_path / "tiny.c10.msgpack")
+  model, variables, _ = pretrained.load(tmp_path / "test_cgmlp.c10.msgpack")
   _, source, _ = restore.load_model(straight_run.workdir)
   assert model.num_classes == 10
   _assert_same(variables, source)
+
+
+def _readme_weights():
+  """``{name: parameter count}`` from README "Pretrained weights"'s table."""
+  text = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+  return {m.group(1): int(m.group(2).replace(",", ""))
+          for m in re.finditer(r"^\| `([\w.]+)` \| [^|]+ \| ([\d,]+) \|", text, re.MULTILINE)}
+
+
+def test_every_published_file_matches_its_checksum_loads_and_has_the_readme_parameter_count(
+    monkeypatch):
+  """The checksum by hashlib here, not by the function under test (a change of hash function in
+  pretrained.sha256 would pass a test comparing it with itself)."""
+  monkeypatch.delenv("CGMLP_JAX_WEIGHTS", raising=False)
+  readme = _readme_weights()
+  names = pretrained.available()
+  assert names and sorted(readme) == names
+  for name in names:
+    path = pretrained.weights_dir() / f"{name}.msgpack"
+    info = json.loads(path.with_suffix(".json").read_text())
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == info["sha256"], name
+    _, variables, _ = pretrained.load(name)
+    count = sum(np.size(a) for a in jax.tree.leaves(variables["params"]))
+    assert count == readme[name] == info["parameters"], name
+    export_weights.check_name(name, pretrained.build(info), info)  # its name fits its model
+
+
+def test_a_weights_file_of_random_bytes_without_a_checksum_is_one_line(tmp_path):
+  path = tmp_path / "junk.c10.msgpack"
+  path.write_bytes(np.random.default_rng(0).bytes(1000))
+  path.with_suffix(".json").write_text(json.dumps(dict(INFO, model="test_cgmlp", num_classes=10)))
+  with pytest.raises(WeightsError, match=r"junk.c10.msgpack is not a weights file \("):
+    pretrained.load(path)
+  path.write_bytes(b"\x07")  # msgpack for the number 7
+  with pytest.raises(WeightsError, match=r"junk.c10.msgpack is not a weights file: it holds no "
+                                         r"'params'"):
+    pretrained.load(path)
+
+
+def test_export_refuses_a_taken_name_unless_forced_and_a_name_of_another_model(straight_run,
+                                                                              tmp_path):
+  """A 3,290-parameter test model used to replace cgmlp_2conv_small.cifar10, exit status 0."""
+  workdir = str(straight_run.workdir)
+  first = export(workdir, "test_cgmlp.c10", out=str(tmp_path))
+  before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+  with pytest.raises(WeightsError, match=r"test_cgmlp.c10.msgpack exists; choose another --name, "
+                                         r"or pass --force to replace it"):
+    export(workdir, "test_cgmlp.c10", out=str(tmp_path), command="again")
+  assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+  assert export(workdir, "test_cgmlp.c10", out=str(tmp_path), force=True)["sha256"] \
+      == first["sha256"]
+  for name, part in (("cgmlp_2conv_small.cifar10", "cgmlp_2conv_small"),
+                     ("test_gmlp.c10", "test_gmlp"), ("tiny.c10", "tiny")):
+    with pytest.raises(WeightsError, match=rf"--name '{name}' names the model '{part}', but "
+                                           r"'test_cgmlp' is exported"):
+      export(workdir, name, out=str(tmp_path), force=True)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["test_cgmlp.c10.json",
+                                                        "test_cgmlp.c10.msgpack"]

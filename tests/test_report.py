@@ -204,3 +204,21 @@ def test_an_anchor_without_its_columns_is_named(tmp_path):
   bad.write_text("epoch,accuracy\n1,0.5\n")
   with pytest.raises(ValueError, match=r"log.csv needs a header with 'epoch' and 'val_top1'"):
     report.build_report([str(tmp_path)], str(tmp_path / "out"), anchor=str(bad))
+
+
+def test_a_partial_last_line_is_skipped_with_a_warning_and_other_bad_lines_are_named(tmp_path,
+                                                                                    capsys):
+  """A cut last line used to be dropped silently; a bad line elsewhere is an error at its line
+  (blank lines counted: the number is the file's)."""
+  _write(tmp_path / "cut", CONFIG, [_train(4, 0.3, 10.0), _eval(10, 0.7)], tail='{"step": 1')
+  run = runlog.read(str(tmp_path / "cut"))
+  assert [e.val["top1"] for e in run.epochs] == [0.7]
+  assert capsys.readouterr().err == (f"warning: {tmp_path / 'cut' / 'metrics.jsonl'}:3 is a "
+                                     f"partial line (being written, or cut off by a crash); "
+                                     f"skipped.\n")
+  (tmp_path / "bad").mkdir()
+  (tmp_path / "bad" / "metrics.jsonl").write_text(
+      json.dumps(_train(4, 0.3, 10.0)) + "\n\n" + '{"step": 8, "spl{"step": 8}\n'
+      + json.dumps(_eval(10, 0.7)) + "\n")
+  with pytest.raises(ValueError, match=r"bad/metrics.jsonl:3 is not a JSON object"):
+    runlog.read(str(tmp_path / "bad"))

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
@@ -21,7 +22,7 @@ from cgmlp_jax.errors import ConfigError
 from cgmlp_jax.train import config as config_lib, loop, optim, state as state_lib
 from cgmlp_jax.train.checkpoint import CheckpointError, Checkpoints
 from cgmlp_jax.train import step as step_lib
-from tiny_run import NUM_EXAMPLES, final_params, run, tiny_config
+from tiny_run import NUM_EXAMPLES, final_params, run, tiny_config, whole_state
 
 
 
@@ -266,6 +267,21 @@ def test_flip_evaluation_is_mirror_invariant(step_setup):
     (dict(model_kw=dict(drop_path_rate=1.0)), r"model_kw.drop_path_rate=1.0 cannot train"),
     (dict(model_kw=dict(dropout_rate=-0.1)), r"model_kw.dropout_rate=-0.1 cannot train"),
     (dict(augment=dict(zoom=1.5)), r"zoom must be in \[0, 1\)"),
+    # Refused here, before the workdir or the data, since issue 29:
+    (dict(optimizer=dict(learning_rate=float("nan"))),
+     r"optimizer.learning_rate=nan cannot train; it must be a finite number"),
+    (dict(optimizer=dict(learning_rate=float("inf"))), r"learning_rate=inf cannot train"),
+    (dict(augment=dict(mean=(0.5, float("nan"), 0.5))), r"augment.mean=\(0.5, nan, 0.5\)"),
+    (dict(model_kw=dict(num_classes=10)),
+     r"model_kw.num_classes cannot be set: it is the dataset's class count"),
+    (dict(seed=-1), r"seed must be an integer >= 0; got -1"),
+    (dict(skip_nonfinite_limit=0), r"skip_nonfinite_limit must be an integer >= 1"),
+    (dict(input="stream"), r"input='stream' crops on the host"),
+    (dict(train_split="train[:50%]"), r"Cannot hold out a fraction of the already sliced"),
+    (dict(augment=dict(mean=(0.5,), std=(0.25,))),
+     r"cifar10 images have 3 channels but the normalisation has 1, augment.mean / augment.std"),
+    (dict(dataset="kmnist"), r"kmnist images have 1 channels but the normalisation has 3, its "
+                             r"default \(ImageNet's"),
 ])
 def test_bad_configs_fail_before_any_data_or_compile(overrides, message, tmp_path):
   config = tiny_config()
@@ -365,3 +381,68 @@ def test_split_cpu_sets_the_cpu_device_count_only_before_jax_starts(n, xla_flags
   result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                           text=True, timeout=120, cwd=pathlib.Path(__file__).parent.parent)
   assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_a_nan_gradient_leaves_the_whole_state_bit_identical(step_setup, monkeypatch):
+  """Adam's moments included: an infinite learning rate (finite gradients) left them finite
+  whether or not the step kept them, so only a NaN gradient tells."""
+  model, tx, augment, state, images, labels = step_setup
+  zeros = step_lib.zero_metrics(train=True)
+  state, _ = jax.jit(step_lib.make_train_step(model, tx, augment, 10, 0.0))(
+      state, zeros, images, labels)  # moments no longer zero
+  cross_entropy = optax.softmax_cross_entropy
+  monkeypatch.setattr(optax, "softmax_cross_entropy",
+                      lambda logits, labels: cross_entropy(logits * jnp.nan, labels))
+  nan_step = jax.jit(step_lib.make_train_step(model, tx, augment, 10, 0.0))
+  out, metrics = nan_step(state, zeros, images, labels)
+  assert (int(metrics["nonfinite"]), int(metrics["first_nonfinite_step"])) == (1, 2)
+  assert int(metrics["last_finite_step"]) == 0 and int(out.step) == 2
+  jax.tree.map(np.testing.assert_array_equal, out.replace(step=state.step), state)
+
+
+def _plateau_replay(losses, factor, patience, rtol):
+  """Keras' ReduceLROnPlateau(monitor="val_loss") on recorded losses: the scale it ends at."""
+  best, waited, scale = float("inf"), 0, 1.0
+  for loss in losses:
+    if loss < (1 - rtol) * best:
+      best, waited = loss, 0
+      continue
+    waited += 1
+    if waited >= patience:
+      scale, waited = scale * factor, 0
+  return scale
+
+
+def _plateau_scale(workdir):
+  leaves = jax.tree_util.tree_flatten_with_path(whole_state(workdir)["opt_state"])[0]
+  return next(float(x) for path, x in leaves  # the plateau's: not a moment of a norm's scale
+              if jax.tree_util.keystr(path).endswith("['scale']") and np.ndim(x) == 0)
+
+
+def test_early_stopping_and_the_plateau_fire_and_a_resume_after_a_bad_epoch_matches(tmp_path):
+  """Both rules fire in 4 of 5 epochs (a learning rate high enough for validation loss to rise).
+  The run resumed after its first bad epoch stops at the same epoch with the same scale, best,
+  test result and parameters: early stopping's state is restored, the plateau fed the loss."""
+  config = tiny_config(num_epochs=5)
+  config.optimizer.learning_rate, config.optimizer.warmup_epochs = 0.1, 0.0
+  config.early_stopping.update(metric="val_loss", mode="min", patience=2)
+  straight = run(config, tmp_path / "straight")
+  history = straight["history"]
+  losses = [r["val_loss"] for r in history]
+  assert straight["best"]["stopped"] and len(history) == 4  # stopped early, at epoch 4 of 5
+  scale = _plateau_scale(tmp_path / "straight")
+  assert scale == _plateau_replay(losses, 0.5, 1, 1e-4) < 0.5  # fired twice
+  first_bad = next(r for i, r in enumerate(history) if i and r["val_loss"] >= min(losses[:i]))
+  assert first_bad["epoch"] < 4
+
+  shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
+  for path in (tmp_path / "resumed" / "checkpoints").iterdir():
+    if path.name.isdigit() and int(path.name) > first_bad["step"]:
+      shutil.rmtree(path)
+  (tmp_path / "resumed" / "summary.json").unlink()
+  resumed = run(config, tmp_path / "resumed")
+  assert [r["epoch"] for r in resumed["history"]] == [r["epoch"] for r in history]
+  assert resumed["best"] == straight["best"] and resumed["test"] == straight["test"]
+  assert _plateau_scale(tmp_path / "resumed") == scale
+  jax.tree.map(np.testing.assert_array_equal, final_params(tmp_path / "resumed"),
+               final_params(tmp_path / "straight"))

@@ -4,7 +4,8 @@
       [--num_epochs=E] [--num_processes=P --process_id=I --port=PORT]
 
 runs ``tiny_config()`` in WORKDIR on N CPU devices (8: the tests' setup), sleeping S seconds per
-step so a test can signal it mid-epoch; exits with 128 + signal after a SIGTERM/SIGINT stop. With
+step so a test can signal it mid-epoch; exits with 128 + signal after a SIGTERM/SIGINT stop, and
+prints mistakes and aborts as launch.py does. With
 P > 1 it is process I of a P-process job on localhost (CPU collectives over gloo), N devices each.
 """
 import sys
@@ -39,17 +40,23 @@ def run(config, workdir):
     return loop.train_and_evaluate(config, str(workdir))
 
 
-def final_params(workdir):
-  """The newest checkpoint's parameters on one device, whatever the devices that wrote it."""
+def whole_state(workdir, step=None):
+  """A checkpoint's whole train state (params, optimiser state, step, rng) as numpy, whatever the
+  devices that wrote it; the newest checkpoint's if ``step`` is None."""
   import jax  # noqa: PLC0415
   import orbax.checkpoint as ocp  # noqa: PLC0415
-  step = max(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  if step is None:
+    step = max(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
   path = workdir / "checkpoints" / str(step) / "state"
-  checkpointer = ocp.StandardCheckpointer()
   stored = ocp.StandardCheckpointHandler().metadata(path).tree
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), stored)
-  return checkpointer.restore(path, target)["params"]
+  return jax.device_get(ocp.StandardCheckpointer().restore(path, target))
+
+
+def final_params(workdir):
+  """The newest checkpoint's parameters on one device, whatever the devices that wrote it."""
+  return whole_state(workdir)["params"]
 
 
 def _main(argv):
@@ -95,7 +102,7 @@ def _main(argv):
     jax.config.update("jax_compilation_cache_dir", cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-  from cgmlp_jax import data  # noqa: PLC0415
+  from cgmlp_jax import cli, data  # noqa: PLC0415
   from cgmlp_jax.data import sources  # noqa: PLC0415
   from cgmlp_jax.train import Interrupted  # noqa: PLC0415
   prefetch, train_batches, seen, steps = data.prefetch, sources.train_batches, [], [0]
@@ -115,7 +122,8 @@ def _main(argv):
 
   data.prefetch, sources.train_batches = slow_prefetch, recording_train_batches
   try:
-    run(tiny_config(num_epochs=args.num_epochs), args.workdir)
+    # As launch.py: a mistake is one line (exit 2), a second Ctrl-C one line (exit 130).
+    cli.one_line_errors(run)(tiny_config(num_epochs=args.num_epochs), args.workdir)
   except Interrupted as e:
     print(e, flush=True)
     sys.exit(128 + e.signum)
@@ -126,4 +134,8 @@ def _main(argv):
 
 
 if __name__ == "__main__":
+  # This checkout's cgmlp_jax, not another one an editable install points to: a script's own
+  # folder (tests/), not the current one, starts sys.path.
+  import pathlib  # noqa: PLC0415
+  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
   _main(sys.argv[1:])

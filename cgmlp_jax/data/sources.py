@@ -122,6 +122,17 @@ def _builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
         prepare_hint(name, searched)) from None
 
 
+def image_channels(name: str, data_dir: str | None = None) -> int | None:
+  """The channel count the dataset's image feature declares, from its builder: no data read,
+  nothing downloaded. None where it cannot tell (a missing dataset is reported by the readers)."""
+  try:
+    image = _builder(name, data_dir).info.features["image"]
+    channels = image.shape[-1]
+  except Exception:  # noqa: BLE001  (unknown or odd datasets: the readers report them)
+    return None
+  return channels if isinstance(channels, int) else None
+
+
 def open_split(name: str, split: str, *, data_dir: str | None = None, fixed_size: bool = True,
                download: bool = True) -> tfds.core.DatasetBuilder:
   """The builder of a prepared TFDS dataset that has ``split``.
@@ -190,7 +201,7 @@ def load_split(name: str, split: str, *, data_dir: str | None = None,
 
   # Never batch_size=-1: inside mock_data it pads to sys.maxsize rows and aborts the process.
   ds = ds.map(lambda ex: (ex["image"], ex["label"])).batch(_READ_BATCH)
-  chunks = list(tfds.as_numpy(ds))
+  chunks = _read_all(builder, split, ds, data_dir or tfds.core.constants.DATA_DIR)
   if not chunks:
     raise DataError(f"Split {split!r} of dataset {name!r} in {root!r} has no examples.")
   label_feature = builder.info.features["label"]
@@ -200,6 +211,48 @@ def load_split(name: str, split: str, *, data_dir: str | None = None,
       num_classes=label_feature.num_classes,
       class_names=tuple(label_feature.names),
   )
+
+
+def _read_all(builder: tfds.core.DatasetBuilder, split: str, ds, data_dir: str) -> list:
+  """Every batch of ``ds``; a cut or corrupt data file is a DataError naming it and the fix, where
+  TensorFlow's DataLossError (44 lines) named no file."""
+  import tensorflow as tf  # noqa: PLC0415  (tfds has loaded it)
+  try:
+    return list(tfds.as_numpy(ds))
+  # DataLossError: a record cut or changed; FailedPreconditionError: fewer records than the
+  # dataset's info counts (a file cut at a record boundary); InvalidArgumentError: an image that
+  # does not decode.
+  except (tf.errors.DataLossError, tf.errors.FailedPreconditionError,
+          tf.errors.InvalidArgumentError) as e:
+    bad = _corrupt_file(builder, split)
+    where = (f"its file {bad} is truncated or corrupt" if bad else
+             f"a file of split {split!r} in {builder.data_dir} holds a corrupt record")
+    first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    raise DataError(
+        f"Dataset {builder.name!r}: {where} ({type(e).__name__}: {first_line}). Prepare it again: "
+        f"delete {builder.data_dir} and run `tfds build {builder.name} --data_dir "
+        f"{data_dir}` (a run with download=True prepares it itself), or copy it "
+        f"again from where it was prepared.") from None
+
+
+def _corrupt_file(builder: tfds.core.DatasetBuilder, split: str) -> str | None:
+  """The first data file of ``split`` that does not read to its end or holds another number of
+  records than the dataset's info says, or None."""
+  import tensorflow as tf  # noqa: PLC0415
+  for name in _base_split_names(split):
+    try:
+      info = builder.info.splits[name]
+      files = list(zip(info.filepaths, info.shard_lengths))
+    except (KeyError, TypeError, ValueError):
+      continue
+    for path, length in files:
+      try:
+        records = sum(1 for _ in tf.data.TFRecordDataset(str(path)))
+      except tf.errors.OpError:
+        return str(path)
+      if records != length:
+        return str(path)
+  return None
 
 
 def gather(split: ArraySplit, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

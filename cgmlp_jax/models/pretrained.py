@@ -73,10 +73,17 @@ def save(path: str | os.PathLike, variables: Mapping[str, Any], info: dict[str, 
     raise WeightsError(f"Weights info needs {sorted(missing)}.")
   host = jax.tree.map(lambda a: np.asarray(a, np.float32), dict(variables))
   path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_bytes(serialization.msgpack_serialize(host))
+  _write_atomically(path, serialization.msgpack_serialize(host))
   info = {**info, "file": path.name, "bytes": path.stat().st_size, "sha256": sha256(path)}
-  path.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+  _write_atomically(path.with_suffix(".json"), (json.dumps(info, indent=2) + "\n").encode())
   return info
+
+
+def _write_atomically(path: pathlib.Path, data: bytes) -> None:
+  """A file replaced (``--force``) is the old one or the new one, never a cut one."""
+  temporary = path.with_name(path.name + ".tmp")
+  temporary.write_bytes(data)
+  os.replace(temporary, path)
 
 
 def _locate(name_or_path: str | os.PathLike) -> pathlib.Path:
@@ -100,7 +107,15 @@ def read_info(name_or_path: str | os.PathLike) -> dict[str, Any]:
   if not info_path.is_file():
     raise WeightsError(f"No {info_path.name} beside the weights (written by save(): the model "
                        f"and class count to build).")
-  return json.loads(info_path.read_text())
+  try:
+    info = json.loads(info_path.read_text())
+  except ValueError as e:
+    raise WeightsError(f"{info_path} is not a weights record (JSON: {e}); fetch it "
+                       f"again.") from None
+  missing = sorted({"model", "num_classes"} - set(info)) if isinstance(info, dict) else ["model"]
+  if missing:
+    raise WeightsError(f"{info_path} is not a weights record: it lacks {missing}; fetch it again.")
+  return info
 
 
 def tuples(value: Any) -> Any:
@@ -122,9 +137,23 @@ def load(name_or_path: str | os.PathLike, verify: bool = True) -> Pretrained:
   if verify and info.get("sha256") and sha256(path) != info["sha256"]:
     raise WeightsError(f"{path} does not match the sha256 in {path.with_suffix('.json').name} "
                        f"(a truncated or changed file): fetch it again.")
-  variables = serialization.msgpack_restore(path.read_bytes())
+  variables = read_variables(path)
   model = build(info)
   return Pretrained(model, fit(variables, model, report=None), info)
+
+
+def read_variables(path: pathlib.Path) -> dict[str, Any]:
+  """The variables of a ``.msgpack`` weights file; ``WeightsError`` for anything else (a cut,
+  changed or foreign file whose record has no sha256 to catch it)."""
+  try:
+    variables = serialization.msgpack_restore(path.read_bytes())
+  except Exception as e:  # noqa: BLE001  (msgpack raises many kinds on random bytes)
+    raise WeightsError(f"{path} is not a weights file ({type(e).__name__}: {e}); fetch it "
+                       f"again, or write it with models.pretrained.save.") from None
+  if not isinstance(variables, dict) or not isinstance(variables.get("params"), dict):
+    raise WeightsError(f"{path} is not a weights file: it holds no 'params'; fetch it again, or "
+                       f"write it with models.pretrained.save.")
+  return variables
 
 
 def expected_variables(model: GatedMLPClassifier) -> dict[str, Any]:

@@ -8,23 +8,62 @@ writes ``OUT/NAME.msgpack`` (the model's variables in float32: no optimiser stat
 dataset, the checkpoint's epoch with its validation top-1 / top-5, the seed, the weights it was
 fine-tuned from (``init``), the command and run records it came from, the parameter count, the
 file's size and sha256.
+
+A published file is never replaced by mistake: an existing NAME is refused unless ``--force``, and
+so is (always) a NAME whose model part, before its first ``.``, is not the exported model: the
+variant its config names, or a variant of the same architecture (``cgmlp_2conv_bn_small.cifar10``
+for ``cgmlp_2conv_small`` with the overrides that make it the BatchNorm variant).
 """
 import argparse
+import os
 import sys
 
 import jax
 import numpy as np
 
-from cgmlp_jax import cli
+from cgmlp_jax import cli, models
+from cgmlp_jax.errors import WeightsError
 from cgmlp_jax.models import pretrained
 from cgmlp_jax.train import init_from, restore
 
+_NOT_ARCHITECTURE = ("num_classes", "dtype")  # fields a run sets, not the variant
+
+
+def _architecture(model: models.GatedMLPClassifier) -> dict:
+  return {f: pretrained.tuples(getattr(model, f)) for f in models.FIELDS
+          if f not in _NOT_ARCHITECTURE}
+
+
+def check_name(name: str, model: models.GatedMLPClassifier, config: dict) -> None:
+  """``WeightsError`` unless ``name``'s model part names the exported model (module docstring)."""
+  part = name.split(".", 1)[0]
+  if part == config["model"]:
+    return
+  if part in models.VARIANTS and _architecture(models.get(part, num_classes=model.num_classes)) \
+      == _architecture(model):
+    return
+  overrides = f" with model_kw {config['model_kw']}" if config.get("model_kw") else ""
+  raise WeightsError(f"--name {name!r} names the model {part!r}, but {config['model']!r}"
+                     f"{overrides} is exported; name it {config['model']}.DATASET (e.g. "
+                     f"{config['model']}.{config['dataset']}).")
+
+
+def check_free(out: str, name: str, force: bool) -> None:
+  """``WeightsError`` if ``out/name`` is published already, unless ``force``."""
+  existing = [f"{out}/{name}{suffix}" for suffix in (pretrained.SUFFIX, ".json")
+              if os.path.exists(f"{out}/{name}{suffix}")]
+  if existing and not force:
+    raise WeightsError(f"{existing[0]} exists; choose another --name, or pass --force to replace "
+                       f"it.")
+
 
 def export(workdir: str, name: str, out: str = "weights", records: str = "",
-           command: str = "") -> dict:
-  """Writes the files and returns the recorded info."""
+           command: str = "", force: bool = False) -> dict:
+  """Writes the files and returns the recorded info; refuses a taken or mismatched ``name``."""
+  check_free(out, name, force)
   step_dir = restore.find_checkpoint(workdir)
   model, variables, config = restore.load_model(workdir)
+  check_name(name, model, config)
   step = int(step_dir.name)
   epoch = next((r for r in restore.read_progress(step_dir)["history"] if r["step"] == step), {})
   origin = init_from.origin(workdir)  # the model's input normalisation, as training resolved it
@@ -49,9 +88,10 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--out", default="weights")
   parser.add_argument("--records", default="", help="where the run's records are committed")
   parser.add_argument("--command", default="", help="the command that trained it")
+  parser.add_argument("--force", action="store_true", help="replace existing weights of NAME")
   args = parser.parse_args(argv)
   try:
-    info = export(args.workdir, args.name, args.out, args.records, args.command)
+    info = export(args.workdir, args.name, args.out, args.records, args.command, args.force)
   except FileNotFoundError as e:  # no such workdir, or no checkpoint in it
     cli.fail(str(e))
   print(f"{args.out}/{info['file']}: {info['bytes'] / 2**20:.1f} MiB, {info['parameters']:,} "

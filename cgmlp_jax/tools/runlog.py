@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 from typing import Any
 
 from cgmlp_jax.train import restore
@@ -42,16 +43,27 @@ class RunLog:
 
 
 def _read_jsonl(path: str) -> list[dict[str, Any]]:
+  """The records of a metrics.jsonl; a partial last line (no newline: a trainer is writing it, or
+  was cut off while writing it) is skipped with a warning, any other bad line is an error naming
+  its line number."""
   with open(path) as f:
-    lines = [line for line in f.read().splitlines() if line.strip()]
+    text = f.read()
+  lines = text.split("\n")
   records = []
   for i, line in enumerate(lines):
+    if not line.strip():
+      continue
     try:
-      records.append(json.loads(line))
+      record = json.loads(line)
     except json.JSONDecodeError as e:
-      if i == len(lines) - 1:  # a running trainer may be halfway through writing it
+      if i == len(lines) - 1:  # after the last newline
+        print(f"warning: {path}:{i + 1} is a partial line (being written, or cut off by a "
+              f"crash); skipped.", file=sys.stderr, flush=True)
         break
       raise ValueError(f"{path}:{i + 1} is not a JSON object: {e}") from None
+    if not isinstance(record, dict):
+      raise ValueError(f"{path}:{i + 1} is not a JSON object: {line[:80]}")
+    records.append(record)
   return records
 
 

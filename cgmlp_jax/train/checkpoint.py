@@ -17,6 +17,8 @@ checkpoint that does not fit the model or cannot be read raises ``CheckpointErro
 path and the mismatch; nothing is deleted.
 """
 import dataclasses
+import logging
+import os
 from typing import Any
 
 import jax
@@ -71,35 +73,69 @@ def _manager(directory: epath.Path, keep: int) -> ocp.CheckpointManager:
   """
   options = ocp.CheckpointManagerOptions(
       max_to_keep=keep, enable_async_checkpointing=True,
+      # A step directory that cannot be created (no permission) fails the save at once; created
+      # in the background, it left the save's other threads waiting 300 s for it at exit.
+      async_options=ocp.AsyncOptions(create_directories_asynchronously=False),
       multiprocessing_options=ocp.options.MultiprocessingOptions(
           barrier_sync_key_prefix=directory.name))
   return ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
 
 
+class _QuietFailedSaves(logging.Filter):
+  """Drops orbax's error records that carry a traceback (dozens of lines per failed save): the
+  failure comes back as an exception, which ``Checkpoints`` turns into one ``CheckpointError``."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.levelno >= logging.ERROR and record.exc_info
+                and f"{os.sep}orbax{os.sep}" in record.pathname)
+
+
+def _quiet_failed_saves() -> None:
+  logger = logging.getLogger("absl")  # orbax logs through absl's logger
+  if not any(isinstance(f, _QuietFailedSaves) for f in logger.filters):
+    logger.addFilter(_QuietFailedSaves())
+
+
 class Checkpoints:
+  """A failed asynchronous save is reported, naming its own step, when the next save or ``wait``
+  looks at it, before another save starts: a save started after a failed one left threads waiting
+  300 s for a step directory that never came, and the error named the later step."""
+
   def __init__(self, workdir: str | epath.PathLike, keep: int):
     workdir = epath.Path(workdir)
     self.latest = _manager(workdir / "checkpoints", keep)
     self.best = _manager(workdir / "best", 1)
+    self._in_flight: dict[str, int] = {}  # manager directory -> step of its unfinished save
+    self._failed = False
+    _quiet_failed_saves()
 
-  @staticmethod
-  def _failed_save(manager: ocp.CheckpointManager, step: int | None, error: Exception):
-    kept = manager.all_steps()
+  def _failed_save(self, manager: ocp.CheckpointManager, step: int | None, error: Exception):
+    self._failed = True
+    kept = [s for s in manager.all_steps() if s != step]
     return CheckpointError(
         f"Saving checkpoint {'step ' + str(step) + ' ' if step is not None else ''}to "
         f"{manager.directory} failed ({type(error).__name__}: {error}). The earlier checkpoints "
         f"{kept} are intact; free disk space or fix the workdir, then run again to resume from "
         f"step {max(kept) if kept else 0}.")
 
-  @classmethod
-  def _save(cls, manager: ocp.CheckpointManager, step: int, state: Any, progress: dict) -> None:
+  def _finish(self, manager: ocp.CheckpointManager) -> None:
+    """Waits for ``manager``'s save in flight; ``CheckpointError`` naming its step if it failed."""
+    try:
+      manager.wait_until_finished()
+    except Exception as e:
+      raise self._failed_save(manager, self._in_flight.get(str(manager.directory)), e) from e
+    self._in_flight.pop(str(manager.directory), None)
+
+  def _save(self, manager: ocp.CheckpointManager, step: int, state: Any, progress: dict) -> None:
+    self._finish(manager)  # before starting another: a failed save stops the run here
     if step in manager.all_steps():
       return
     try:
       manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_stored(state)),
                                                  progress=ocp.args.JsonSave(progress)))
-    except Exception as e:  # an earlier asynchronous save's failure surfaces here too
-      raise cls._failed_save(manager, step, e) from e
+    except Exception as e:
+      raise self._failed_save(manager, step, e) from e
+    self._in_flight[str(manager.directory)] = step
 
   def save(self, step: int, state: Any, progress: dict) -> None:
     self._save(self.latest, step, state, progress)
@@ -156,11 +192,13 @@ class Checkpoints:
 
   def wait(self) -> None:
     for manager in (self.latest, self.best):
-      try:
-        manager.wait_until_finished()
-      except Exception as e:
-        raise self._failed_save(manager, None, e) from e
+      self._finish(manager)
 
   def close(self) -> None:
-    self.latest.close()
-    self.best.close()
+    """Finishes pending saves; a failure already reported is not raised again."""
+    for manager in (self.latest, self.best):
+      try:
+        manager.close()
+      except Exception:
+        if not self._failed:
+          raise

@@ -5,6 +5,7 @@ Every field a run can use is declared here, with its default, so a typo on the c
 Experiment files under ``configs/`` start from ``base_config()`` and override a few fields.
 """
 import difflib
+import math
 
 import ml_collections
 
@@ -97,6 +98,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Failures (README "Failures"): what to do on non-finite steps, a changed config, and a
   # checkpoint that does not fit ("fresh": train from scratch in workdir/fresh, keep the old one).
   c.skip_nonfinite_steps = False
+  # With skip_nonfinite_steps: stop once this many steps in a row were skipped (the run no longer
+  # trains; its checkpoints would only repeat the last good state).
+  c.skip_nonfinite_limit = 100
   c.on_config_change = "warn"  # "warn" (print the diff) or "error"
   c.on_bad_checkpoint = "error"  # "error" or "fresh"
   return c
@@ -149,9 +153,50 @@ def _check_ranges(config) -> None:
                       f"learning_rate={opt.learning_rate}.")
 
 
+def _leaves(config, prefix: str = ""):
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from _leaves(value, f"{prefix}{key}.")
+    else:
+      yield prefix + key, value
+
+
+def _check_finite(config) -> None:
+  """NaN / inf pass every ``<`` / ``>`` range check; refused here, whatever the field."""
+  for name, value in _leaves(config):
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+      raise ConfigError(f"{name}={value} cannot train; it must be a finite number.")
+
+
+# Model fields a run sets itself: the class count comes from the dataset, the dtype from `dtype`.
+_RUN_MODEL_FIELDS = {"num_classes": "the dataset's class count", "dtype": "--config.dtype"}
+
+
+def _check_run_fields(config) -> None:
+  for field, source in _RUN_MODEL_FIELDS.items():
+    if field in config.model_kw:
+      raise ConfigError(f"model_kw.{field} cannot be set: it is {source}.")
+  if not isinstance(config.seed, int) or config.seed < 0:
+    raise ConfigError(f"seed must be an integer >= 0; got {config.seed!r}.")
+  if not isinstance(config.skip_nonfinite_limit, int) or config.skip_nonfinite_limit < 1:
+    raise ConfigError(f"skip_nonfinite_limit must be an integer >= 1; got "
+                      f"{config.skip_nonfinite_limit!r}.")
+  if config.input == "stream" and (config.augment.crop_padding or config.augment.zoom):
+    raise ConfigError("input='stream' crops on the host (random-resized-crop); set "
+                      "augment.crop_padding=0 and augment.zoom=0, or input='memory'.")
+  try:
+    data.resolve_splits(config.train_split, config.validation_split or None,
+                        config.holdout_fraction)
+  except data.DataError as e:
+    raise ConfigError(str(e)) from None
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError for a config that cannot work, before any data is read or code compiled."""
   _check_keys(config, base_config())
+  _check_finite(config)
+  _check_run_fields(config)
   if config.dtype not in DTYPES:
     raise ConfigError(f"dtype={config.dtype!r}; use one of {DTYPES}.")
   if config.optimizer.schedule not in SCHEDULES:
@@ -211,6 +256,21 @@ def normalization(config: ml_collections.ConfigDict) -> tuple[tuple[float, ...],
   if config.augment.mean or config.augment.std:
     return tuple(config.augment.mean), tuple(config.augment.std)
   return data.dataset_stats(config.dataset)
+
+
+def check_channels(config: ml_collections.ConfigDict, channels: int | None) -> None:
+  """A dataset of ``channels`` channels (None: not known yet) against the normalisation: a
+  grayscale or RGBA dataset without statistics of its own is refused in one line, not
+  normalised with ImageNet's three."""
+  mean, std = normalization(config)
+  if channels is None or channels == len(mean) == len(std):
+    return
+  whose = ("augment.mean / augment.std" if config.augment.mean or config.augment.std else
+           "its default (ImageNet's, for a dataset without statistics of its own)")
+  raise ConfigError(
+      f"{config.dataset} images have {channels} channels but the normalisation has {len(mean)}, "
+      f"{whose}; set --config.augment.mean and --config.augment.std to {channels} values each "
+      f"(the per-channel mean and std of the train split, in [0, 1] pixel units).")
 
 
 def model_image_size(config: ml_collections.ConfigDict) -> int:

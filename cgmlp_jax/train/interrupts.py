@@ -1,15 +1,21 @@
 """SIGTERM / SIGINT (preemption, Ctrl-C) as a request the loop honours between two steps.
 
 The handler only sets a flag, so a step in flight completes and the loop saves a checkpoint before
-exiting; a second Ctrl-C aborts at once. In a multi-process run every process must stop at the same
-step (checkpoint saves are collective), so there the flag is agreed on by an all-gather, which is a
-host sync: it happens only every ``sync_every`` steps (the loop passes its logging interval).
+exiting; a second Ctrl-C aborts at once (``errors.Aborted``: one line naming the last checkpoint,
+exit status 130, where it used to be a KeyboardInterrupt's traceback). In a multi-process run every
+process must stop at the same step (checkpoint saves are collective), so there the flag is agreed
+on by an all-gather, which is a host sync: it happens only every ``sync_every`` steps (the loop
+passes its logging interval).
 """
 import signal
 import threading
 
 import numpy as np
+from etils import epath
 from jax.experimental import multihost_utils
+
+from cgmlp_jax.train import restore
+from cgmlp_jax.errors import Aborted
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -25,14 +31,24 @@ class Interrupted(Exception):
 class StopRequests:
   """Context manager: while active, SIGTERM/SIGINT set ``signum`` instead of killing the process."""
 
-  def __init__(self, process_count: int = 1, sync_every: int = 1):
+  def __init__(self, process_count: int = 1, sync_every: int = 1,
+               checkpoints: epath.Path | None = None):
+    """``checkpoints``: the directory whose newest checkpoint an abort names."""
     self.signum: int | None = None
     self._process_count, self._sync_every = process_count, sync_every
+    self._checkpoints = checkpoints
     self._previous = {}
+
+  def _aborted_message(self) -> str:
+    steps = restore.checkpoint_steps(self._checkpoints) if self._checkpoints else []
+    last = (f"the last checkpoint is step {steps[-1]} in {self._checkpoints}; run the same "
+            f"command to resume from it" if steps else "there is no checkpoint yet")
+    return f"Aborted without saving; {last}."
 
   def _handle(self, signum, frame):
     if signum == signal.SIGINT and self.signum == signal.SIGINT:
-      raise KeyboardInterrupt  # second Ctrl-C: the user does not want to wait for the save
+      # Second Ctrl-C: the user does not want to wait for the save.
+      raise Aborted(self._aborted_message)
     self.signum = signum
     print(f"Received {signal.Signals(signum).name}: stopping after this step, once a checkpoint "
           f"is saved (Ctrl-C again to abort without saving).", flush=True)

@@ -24,8 +24,9 @@ from etils import epath
 from cgmlp_jax import data as data_lib, parallel
 from cgmlp_jax.metrics import MetricsLogger
 from cgmlp_jax.train import config as config_lib
-from cgmlp_jax.train import init_from, interrupts, optim, spec as spec_lib, step as step_lib
-from cgmlp_jax.train import trainer as trainer_lib, workdir as workdir_lib
+from cgmlp_jax.train import init_from, interrupts, lock as lock_lib, nonfinite as nonfinite_lib
+from cgmlp_jax.train import optim, spec as spec_lib, step as step_lib, trainer as trainer_lib
+from cgmlp_jax.train import workdir as workdir_lib
 from cgmlp_jax.train.checkpoint import CheckpointError, Checkpoints
 from cgmlp_jax.train.progress import Progress
 from cgmlp_jax.train.spec import load_data
@@ -86,18 +87,23 @@ class _Run:
   checkpoints: Checkpoints
   logger: MetricsLogger
   stops: interrupts.StopRequests
+  nonfinite: nonfinite_lib.NonfiniteSteps
 
 
+@lock_lib.releases_locks
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains, validates every epoch, tests the best checkpoint; returns the final summary.
 
   Expects the process set up first (``cli.setup_process``: CPU device split, multi-host start).
   Raises ``interrupts.Interrupted`` after saving a checkpoint when SIGTERM/SIGINT arrive,
-  ``FloatingPointError`` on non-finite loss/gradients (unless ``skip_nonfinite_steps``), and
+  ``nonfinite.NonFiniteError`` on non-finite loss/gradients (unless skipped), and
   ``CheckpointError`` / ``WorkdirError`` when the workdir or its checkpoints cannot be used.
   """
   config_lib.validate(config)
-  workdir = workdir_lib.prepare(workdir, config)  # before any data: fail fast on a bad workdir
+  config_lib.check_channels(config, data_lib.image_channels(config.dataset, config.data_dir))
+  workdir = workdir_lib.prepare(workdir)  # before any data: fail fast on a bad workdir
+  lock_lib.take(workdir)  # one run per workdir (README "Failures")
+  workdir_lib.check_config_change(workdir, config)
   checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
   # The weights a fresh run starts from are read before the data: a missing file fails in
   # seconds. A run with a checkpoint resumes from it instead.
@@ -109,8 +115,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   workdir, checkpoints, restored = _restore(config, workdir, checkpoints, trainer.abstract_state)
   workdir_lib.record_config(workdir, config)
   logger = MetricsLogger(workdir)
-  stops = interrupts.StopRequests(jax.process_count(), sync_every=config.log_every_steps)
-  run = _Run(config, spec, data, trainer, workdir, checkpoints, logger, stops)
+  stops = interrupts.StopRequests(jax.process_count(), sync_every=config.log_every_steps,
+                                  checkpoints=workdir / "checkpoints")
+  nonfinite = nonfinite_lib.NonfiniteSteps(config.skip_nonfinite_steps,
+                                           config.skip_nonfinite_limit,
+                                           int(restored[0].step) if restored else 0)
+  run = _Run(config, spec, data, trainer, workdir, checkpoints, logger, stops, nonfinite)
   try:
     state, progress = _initial_state(run, restored, init_source)
     state, step = _train(run, state, progress)
@@ -208,15 +218,7 @@ def _zero_train_metrics(run: _Run) -> step_lib.Metrics:
 def _read_train_metrics(run: _Run, metrics: step_lib.Metrics, step: int) -> dict[str, float]:
   """Fetches train-metric sums; stops on non-finite steps unless they are to be skipped."""
   sums = {k: float(v) for k, v in jax.device_get(metrics).items()}
-  skipped, first = int(sums.pop("nonfinite")), int(sums.pop("first_nonfinite_step"))
-  if skipped and not run.config.skip_nonfinite_steps:
-    raise FloatingPointError(
-        f"Non-finite loss or gradients at step {first} ({skipped} such step(s) up to step "
-        f"{step}). Nothing was saved after it: the latest checkpoint (step "
-        f"{run.checkpoints.latest_step()}) in {run.workdir} holds the last good state. Lower "
-        f"optimizer.learning_rate, keep optimizer.grad_clip_norm > 0, or set "
-        f"--config.skip_nonfinite_steps=True to skip such steps.")
-  return {**sums, "skipped_steps": float(skipped)} if skipped else sums
+  return run.nonfinite.read(sums, step, run.checkpoints.latest_step(), run.workdir)
 
 
 def _log_window(run: _Run, state: Any, metrics: step_lib.Metrics, step: int,

@@ -53,13 +53,9 @@ def load_data(config: ml_collections.ConfigDict, image_size: int) -> dict[str, A
 
 
 def derive(config: ml_collections.ConfigDict, train: Any) -> RunSpec:
-  """The run's figures from its config and train split; ValueError for data the normalisation
-  does not fit."""
-  mean, _ = config_lib.normalization(config)
-  if train.channels != len(mean):
-    raise ValueError(f"{config.dataset} images have {train.channels} channels but the "
-                     f"normalisation has {len(mean)}; set per-channel augment.mean and "
-                     f"augment.std for this dataset.")
+  """The run's figures from its config and train split; ConfigError for images the
+  normalisation does not fit."""
+  config_lib.check_channels(config, train.channels)  # where the dataset's info did not tell
   steps_per_epoch = data_lib.steps_per_epoch(len(train), config.batch_size)
   total_steps = config.num_epochs * steps_per_epoch
   stop_step = min(total_steps, config.stop_after_epochs * steps_per_epoch or total_steps)

@@ -7,8 +7,9 @@ once per log interval.
 
 A step whose loss, gradients or updates are not finite changes nothing but the step counter: the state
 never holds NaN/Inf, so no checkpoint can. The train metrics count such steps ("nonfinite") and keep
-the first one's number ("first_nonfinite_step"); the loop stops or skips on them (config
-``skip_nonfinite_steps``) when it next reads the metrics, without a host sync per step.
+the first one's number ("first_nonfinite_step") and the last finite one's ("last_finite_step", 0
+if none); the loop stops or skips on them (config ``skip_nonfinite_steps``, ``train/nonfinite.py``)
+when it next reads the metrics, without a host sync per step.
 
 A model with a BatchNorm stem (``conv_norm="batch"``) trains on the batch's statistics and the step
 stores the updated running averages in ``state.batch_stats`` (kept unchanged by a skipped step);
@@ -32,7 +33,8 @@ def zero_metrics(train: bool = False) -> Metrics:
   sums = {k: jnp.zeros((), jnp.float32) for k in ("loss", "top1", "top5", "count")}
   if train:
     sums.update(nonfinite=jnp.zeros((), jnp.int32),
-                first_nonfinite_step=jnp.full((), NO_STEP, jnp.int32))
+                first_nonfinite_step=jnp.full((), NO_STEP, jnp.int32),
+                last_finite_step=jnp.zeros((), jnp.int32))
   return sums
 
 
@@ -98,7 +100,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                "nonfinite": metrics["nonfinite"] + (~finite).astype(jnp.int32),
                "first_nonfinite_step": jnp.where(
                    finite, metrics["first_nonfinite_step"],
-                   jnp.minimum(metrics["first_nonfinite_step"], state.step + 1))}
+                   jnp.minimum(metrics["first_nonfinite_step"], state.step + 1)),
+               "last_finite_step": jnp.where(finite, state.step + 1, metrics["last_finite_step"])}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                          batch_stats=batch_stats), metrics
 

@@ -13,6 +13,7 @@ import jax
 import ml_collections
 from etils import epath
 
+from cgmlp_jax.train import restore
 from cgmlp_jax.errors import UserError
 
 
@@ -38,12 +39,11 @@ def config_diff(old: dict, new: dict) -> list[str]:
           for key in sorted(set(old) | set(new)) if old.get(key, missing) != new.get(key, missing)]
 
 
-def prepare(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -> epath.Path:
+def prepare(workdir: str | os.PathLike) -> epath.Path:
   """The run's workdir as an absolute path (orbax needs one; remote ones such as gs://... are),
-  created and probed, with a refused config change raised before any data is read."""
+  created and probed."""
   workdir = epath.Path(workdir if "://" in str(workdir) else os.path.abspath(workdir))
   probe_writable(workdir)
-  check_config_change(workdir, config)
   return workdir
 
 
@@ -68,8 +68,35 @@ def _recorded_diff(workdir: epath.Path, config: ml_collections.ConfigDict) -> li
   return config_diff(json.loads(path.read_text()), json.loads(config.to_json_best_effort()))
 
 
+# Fields that place a step in the data: a checkpoint's data position is its step, so a resume with
+# another value of any of them would train other examples than the ones its step count says.
+DATA_POSITION_FIELDS = ("batch_size", "dataset", "train_split", "holdout_fraction")
+
+
+def check_data_position(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
+  """Refuses to resume checkpoints with another batch size (or train set) than wrote them.
+
+  32 -> 64 ended a run without training its last epoch while ``summary.json`` said it had;
+  32 -> 16 trained half an epoch twice. Whatever ``on_config_change`` says, this is refused.
+  """
+  path = workdir / "config.json"
+  if not path.exists() or not restore.checkpoint_steps(workdir / "checkpoints"):
+    return
+  recorded = json.loads(path.read_text())
+  for field in DATA_POSITION_FIELDS:
+    old, new = recorded.get(field, config[field]), config[field]
+    if old != new:
+      raise WorkdirError(
+          f"{field} changed from {old!r} to {new!r} since the checkpoints in {workdir} were "
+          f"written; their data position counts steps of {field}={old!r}, so resuming would "
+          f"mistrain its epochs. Resume with --config.{field}={old}, or start a new --workdir "
+          f"(--config.init={workdir} starts from its weights).")
+
+
 def check_config_change(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
-  """Refuses (``on_config_change="error"``) a config that differs from the recorded one."""
+  """Refuses (``on_config_change="error"``) a config that differs from the recorded one, and
+  (always) a resume whose data position would be wrong (``check_data_position``)."""
+  check_data_position(workdir, config)
   diff = _recorded_diff(workdir, config)
   if diff and config.on_config_change == "error":
     lines = "\n  ".join(diff)
