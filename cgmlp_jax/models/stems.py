@@ -64,6 +64,25 @@ def conv_im2col(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return patches @ kernel.reshape(-1, kernel.shape[-1])
 
 
+def conv_im2col_input(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """``conv_im2col`` for a convolution of the input images, whose gradient training never needs.
+
+  x: (B, H, W, C), kernel: (k, k, C, F) -> (B, H, W, F). The patches are built channel-major,
+  (k*k*C, B*H*W), so the kernel gradient (patches times the output gradient, contracted over the
+  pixels) reads both operands as stored; with batch-major patches XLA:CPU transposed the
+  (B*H*W, F) output gradient on every step, the largest single op of a CgMLP step at 64x64
+  (BENCHMARKS.md). An input gradient (saliency maps) is still exact, just not faster.
+  """
+  k, f = kernel.shape[0], kernel.shape[-1]
+  lo, hi = (k - 1) // 2, k // 2
+  b, h, w, c = x.shape
+  padded = jnp.pad(x.transpose(3, 0, 1, 2), ((0, 0), (0, 0), (lo, hi), (lo, hi)))  # (C, B, ., .)
+  patches = jnp.concatenate([padded[:, :, i:i + h, j:j + w] for i in range(k) for j in range(k)],
+                            axis=0)  # (k*k*C, B, H, W), ordered (i, j, c) like the kernel
+  y = jnp.einsum("kn,kf->nf", patches.reshape(k * k * c, -1), kernel.reshape(-1, f))
+  return y.reshape(b, h, w, f)
+
+
 def patchify_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """A ``p x p``, stride-``p`` 'VALID' convolution (patch projection) as one matmul.
 
@@ -92,7 +111,8 @@ def max_pool(x: jax.Array, pool: int) -> jax.Array:
 class Conv(nn.Module):
   """``nn.Conv`` with the same parameters for the stems' two convolutions: stride-1 'SAME'
   (``patch=False``) or a ``k x k`` stride-``k`` patch projection (``patch=True``); computed as
-  matmuls (``conv_im2col`` / ``patchify_matmul``) on CPU."""
+  matmuls (``conv_im2col`` / ``patchify_matmul``) on CPU; ``of_input``: the convolution reads the
+  input images (``conv_im2col_input``)."""
   features: int
   kernel_size: int
   use_bias: bool = True
@@ -101,7 +121,7 @@ class Conv(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, of_input: bool = False) -> jax.Array:
     k = self.kernel_size
     kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, x.shape[-1], self.features),
                         self.param_dtype)
@@ -109,7 +129,8 @@ class Conv(nn.Module):
                       self.param_dtype) if self.use_bias else None
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     if jax.default_backend() == "cpu":
-      y = patchify_matmul(x, kernel) if self.patch else conv_im2col(x, kernel)
+      im2col = conv_im2col_input if of_input else conv_im2col
+      y = patchify_matmul(x, kernel) if self.patch else im2col(x, kernel)
     else:
       y = jax.lax.conv_general_dilated(x, kernel, (k, k) if self.patch else (1, 1),
                                        "VALID" if self.patch else "SAME",
@@ -155,7 +176,7 @@ class ConvStem(nn.Module):
     pool_first = self.norm == "group" and not self.is_mutable_collection("intermediates")
     for i, (filters, kernel, pool) in enumerate(self.layers):
       x = Conv(filters, kernel, use_bias=self.norm == "none", dtype=self.dtype,
-               param_dtype=self.param_dtype, name=f"conv{i}")(x)
+               param_dtype=self.param_dtype, name=f"conv{i}")(x, of_input=i == 0)
       if pool_first:
         x = GroupNorm(num_groups=math.gcd(32, filters), epsilon=1e-5, dtype=self.dtype,
                       param_dtype=self.param_dtype, name=f"norm{i}")(
