@@ -9,14 +9,18 @@
   three chained ml_collections tracebacks. A model field the config file did not list
   (``--config.model_kw.depth=8``) is taken out of the command line and applied after parsing
   (``apply_model_overrides``), so every field of the model can be overridden.
+* The commands without a training config (``python -m cgmlp_jax.tools.report`` and the like)
+  parse their absl flags with ``parse_flags``: ``--help`` lists every argument with its
+  description, and a mistake on the command line is one ``error:`` line too.
 """
 import ast
 import functools
 import importlib.util
 import os
 import sys
+import textwrap
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn, Sequence
 
 import ml_collections
 from absl import app, flags, logging
@@ -25,9 +29,10 @@ from cgmlp_jax import models
 from cgmlp_jax.errors import Aborted, ConfigError, UserError
 
 TRACEBACK_ENV = "CGMLP_JAX_TRACEBACK"
+HELP_FLAGS = ("-h", "--help", "--helpshort", "--helpfull")
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
   print(f"error: {message}", file=sys.stderr, flush=True)
   sys.exit(2)
 
@@ -49,6 +54,55 @@ def one_line_errors(main: Callable) -> Callable:
         raise
       fail(" ".join(str(e).split()))
   return wrapped
+
+
+def parse_flags(argv: Sequence[str] | None, define: Callable[[flags.FlagValues], None], prog: str,
+                doc: str, positional: tuple[str, str] | None = None,
+                ) -> tuple[flags.FlagValues, list[str]]:
+  """A command's flags and positional arguments, parsed from ``argv`` (without the program name;
+  None: ``sys.argv[1:]``) into a fresh ``flags.FlagValues`` on which ``define`` defines the flags.
+
+  ``positional``: the positional arguments' name and description (at least one is needed); None:
+  the command takes none. A fresh ``FlagValues``, not absl's global ``FLAGS``: a module imported
+  for its functions defines no flags, and a command's ``main(argv)`` can run many times in one
+  process (the tests). ``--help`` prints ``command_help`` and exits 0; an unknown flag, a bad
+  value, a missing required flag, or a positional argument too many or missing is one ``error:``
+  line and exit status 2.
+  """
+  argv = sys.argv[1:] if argv is None else list(argv)
+  values = flags.FlagValues()
+  define(values)
+  if any(arg in HELP_FLAGS for arg in argv):
+    print(command_help(values, prog, doc, positional))
+    sys.exit(0)
+  try:
+    rest = values([prog, *argv])[1:]
+  except flags.Error as e:
+    fail(" ".join(str(e).split()))
+  if positional and not rest:
+    fail(f"{prog} needs at least one {positional[0]} ({positional[1]}); see --help.")
+  if rest and not positional:
+    fail(f"Unexpected argument(s) {' '.join(rest)}: {prog} takes flags only (a list flag takes "
+         f"its items comma-separated: --name=a,b); see --help.")
+  return values, rest
+
+
+def command_help(values: flags.FlagValues, prog: str, doc: str,
+                 positional: tuple[str, str] | None = None) -> str:
+  """Usage, ``doc``'s first paragraph, then each argument and flag with its description."""
+  usage = f"usage: {prog} [--flag=value ...]"
+  if positional:
+    usage += f" {positional[0]} [{positional[0]} ...]"
+  lines = [usage, "", " ".join(doc.split("\n\n")[0].split()), ""]
+  if positional:
+    lines += ["arguments:", f"  {positional[0]}: {positional[1]}", ""]
+  lines.append("flags:")
+  for name in values:
+    flag = values[name]
+    default = "" if flag.default in (None, "") else f" (default: {flag.default})"
+    lines.append(textwrap.fill(f"--{'[no]' if flag.boolean else ''}{name}: {flag.help}{default}",
+                               100, initial_indent="  ", subsequent_indent="      "))
+  return "\n".join(lines)
 
 
 def load_config_file(spec: str) -> ml_collections.ConfigDict:

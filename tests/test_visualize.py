@@ -184,7 +184,7 @@ def test_feature_maps_of_a_batchnorm_model_use_its_checkpointed_statistics(image
   np.testing.assert_allclose(acts["layer0"], np.maximum((conv - 0.5) / np.sqrt(4.0 + 1e-5), 0),
                              rtol=1e-5, atol=1e-5)  # normalised with the running statistics
   out = tmp_path / "out"
-  visualize_cli.main(["--workdir", str(tmp_path), "--images", *_files(tmp_path, images),
+  visualize_cli.main(["--workdir", str(tmp_path), "--images", ",".join(_files(tmp_path, images)),
                       "--what", "feature_maps", "--out", str(out)])
   names, shape = EXPECTED["feature_maps"]
   assert sorted(p.name for p in out.iterdir()) == names
@@ -193,7 +193,7 @@ def test_feature_maps_of_a_batchnorm_model_use_its_checkpointed_statistics(image
 
 def test_cli_from_checkpoint_and_files(workdir, images, tmp_path, capsys):
   out = tmp_path / "out"
-  visualize_cli.main(["--workdir", str(workdir), "--images", *_files(tmp_path, images),
+  visualize_cli.main(["--workdir", str(workdir), "--images", ",".join(_files(tmp_path, images)),
                       "--what", "saliency,channel_gating", "--out", str(out)])
   printed = capsys.readouterr().out.split()
   expected = EXPECTED["saliency"][0] + EXPECTED["channel_gating"][0]
@@ -271,3 +271,11 @@ def test_cli_errors(workdir, tmp_path, capsys):
   assert "unknown figure(s) ['maps']" in error("--workdir", str(workdir), "--what", "maps")
   assert "--model needs --num_classes" in error("--model", "test_cgmlp")
   assert "Unknown block(s) [4]" in error("--workdir", str(workdir), "--blocks", "4")
+  assert "Exactly one of (workdir, model)" in error("--indices", "0")
+  assert "Exactly one of (workdir, model)" in error("--workdir", str(workdir), "--model", "x")
+  assert "At most one of (images, indices)" in error("--model", "test_cgmlp", "--images", "a.png",
+                                                     "--indices", "0")
+  assert "flag --layers=1,x: expected comma-separated integers" in error(
+      "--workdir", str(workdir), "--layers", "1,x")
+  assert "Unexpected argument(s) b.png" in error("--workdir", str(workdir), "--images", "a.png",
+                                                 "b.png")  # lists are comma-separated

@@ -1,12 +1,11 @@
 """Size and cost of a model: parameter count and forward GFLOPs, without allocating weights.
 
-``python -m cgmlp_jax.models.summary [--num_classes 1000]`` prints the registry's variant table.
+``python -m cgmlp_jax.models.summary [--num_classes=1000]`` prints the registry's variant table.
 """
-import argparse
-
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
 from cgmlp_jax.models import registry
 from cgmlp_jax.models.classifier import GatedMLPClassifier
@@ -45,7 +44,13 @@ def table(num_classes: int = 1000) -> str:
   return "\n".join(rows)
 
 
+def define_flags(values: flags.FlagValues) -> None:
+  flags.DEFINE_integer("num_classes", 1000, "Classes of the head whose parameters and FLOPs are "
+                       "counted.", flag_values=values)
+
+
 if __name__ == "__main__":
-  parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument("--num_classes", type=int, default=1000)
-  print(table(parser.parse_args().num_classes))
+  # Here only: the models import nothing outside models/ (tests/test_layering.py).
+  from cgmlp_jax import cli  # noqa: PLC0415
+  args, _ = cli.parse_flags(None, define_flags, "python -m cgmlp_jax.models.summary", __doc__)
+  print(table(args.num_classes))

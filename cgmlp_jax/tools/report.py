@@ -7,7 +7,6 @@ prints the markdown. Runs may still be training (``cgmlp_jax.tools.runlog`` read
 as such. Parameter counts and forward GFLOPs are computed from the registry model the run's
 config names, so they describe the architecture that ran rather than a number copied by hand.
 """
-import argparse
 import dataclasses
 import functools
 import json
@@ -15,6 +14,7 @@ import os
 import statistics
 import time
 
+from absl import flags
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -267,26 +267,27 @@ def build_report(workdirs: list[str], out_dir: str, thresholds=THRESHOLDS,
   return markdown
 
 
+def define_flags(values: flags.FlagValues) -> None:
+  flags.DEFINE_string("out", None, "Directory for report.md and the plots (required).",
+                      required=True, flag_values=values)
+  flags.DEFINE_string("thresholds", ",".join(str(t) for t in THRESHOLDS),
+                      "Validation top-1 levels for the 'min to' columns, e.g. 0.4,0.5,0.6 for "
+                      "CIFAR-100.", flag_values=values)
+  flags.DEFINE_integer("replay_patience", 0, "> 0: also table where early stopping on validation "
+                       "loss and on validation top-1, with this patience, would have ended each "
+                       "run.", flag_values=values)
+  flags.DEFINE_string("anchor", "", "A published per-epoch log (TSV/CSV with epoch, val_top1[, "
+                      "val_loss, lr...]) to table and plot each run against.", flag_values=values)
+
+
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(prog="python -m cgmlp_jax.tools.report",
-                                   description=__doc__.split("\n\n")[0])
-  parser.add_argument("workdirs", nargs="+", help="training workdirs (finished or running)")
-  parser.add_argument("--out", required=True, help="directory for report.md and the plots")
-  parser.add_argument("--thresholds", default=",".join(str(t) for t in THRESHOLDS),
-                      help="validation top-1 levels for the 'min to' columns, e.g. 0.4,0.5,0.6 "
-                           "for CIFAR-100")
-  parser.add_argument("--replay_patience", type=int, default=0,
-                      help="> 0: also table where early stopping on validation loss and on "
-                           "validation top-1, with this patience, would have ended each run")
-  parser.add_argument("--anchor", default="",
-                      help="a published per-epoch log (TSV/CSV with epoch, val_top1[, val_loss, "
-                           "lr...]) to table and plot each run against")
-  args = parser.parse_args(argv)
+  args, workdirs = cli.parse_flags(argv, define_flags, "python -m cgmlp_jax.tools.report", __doc__,
+                                   ("WORKDIR", "a training workdir, finished or running"))
   try:
     thresholds = tuple(float(t) for t in args.thresholds.split(","))
     if not all(0 < t <= 1 for t in thresholds):
       raise ValueError(f"--thresholds must be fractions in (0, 1]; got {args.thresholds}.")
-    print(build_report(args.workdirs, args.out, thresholds, args.replay_patience, args.anchor))
+    print(build_report(workdirs, args.out, thresholds, args.replay_patience, args.anchor))
   except ValueError as e:
     cli.fail(" ".join(str(e).split()))
 

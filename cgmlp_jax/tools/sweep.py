@@ -29,13 +29,14 @@ settings, each point's screen top-1 and rank among the points screened so far, a
 screened, whether it was kept); ``python -m cgmlp_jax.tools.sweep_report ROOT --out DIR`` reports the
 points, and how well the screen predicted the full runs, from it and the workdirs' run records.
 """
-import argparse
 import json
 import os
 import signal
 import subprocess
 import sys
 from typing import Callable
+
+from absl import flags
 
 from cgmlp_jax import cli
 from cgmlp_jax.errors import ConfigError, UserError
@@ -209,18 +210,21 @@ def sweep(spec: str, root: str, screen_epochs: int = 0, keep: int = 0,
   return 0
 
 
+def define_flags(values: flags.FlagValues) -> None:
+  flags.DEFINE_string("config", None, "FILE[:ARGS] with get_config and get_sweep (required).",
+                      required=True, flag_values=values)
+  flags.DEFINE_string("root", None, "Directory of the points' workdirs (required).", required=True,
+                      flag_values=values)
+  flags.DEFINE_boolean("print_commands", False, "Print the commands still to run instead of "
+                       "running them.", flag_values=values)
+  flags.DEFINE_integer("screen_epochs", 0, "Train every point this many epochs first (0: no "
+                       "screening).", flag_values=values)
+  flags.DEFINE_integer("keep", 0, "With --screen_epochs: how many of the best continue to the "
+                       "full budget.", flag_values=values)
+
+
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(prog="python -m cgmlp_jax.tools.sweep",
-                                   description=__doc__.split("\n\n")[0])
-  parser.add_argument("--config", required=True, help="FILE[:ARGS] with get_config and get_sweep")
-  parser.add_argument("--root", required=True, help="directory of the points' workdirs")
-  parser.add_argument("--print_commands", action="store_true",
-                      help="print the commands still to run instead of running them")
-  parser.add_argument("--screen_epochs", type=int, default=0,
-                      help="train every point this many epochs first (0: no screening)")
-  parser.add_argument("--keep", type=int, default=0,
-                      help="with --screen_epochs: how many of the best continue to the full budget")
-  args = parser.parse_args(argv)
+  args, _ = cli.parse_flags(argv, define_flags, "python -m cgmlp_jax.tools.sweep", __doc__)
   try:
     sys.exit(sweep(args.config, args.root, args.screen_epochs, args.keep, args.print_commands))
   except UserError as e:

@@ -10,7 +10,6 @@ under ``--out`` ``report.md`` (a table per dataset, the screen's prediction) and
 wall minutes, the Pareto front marked. Runs of one design with different seeds (in any of the
 roots) are one point of the front, at their mean.
 """
-import argparse
 import dataclasses
 import functools
 import json
@@ -18,6 +17,7 @@ import os
 import statistics
 
 import scipy.stats
+from absl import flags
 from matplotlib.figure import Figure
 
 from cgmlp_jax import cli
@@ -283,14 +283,16 @@ def build_report(roots: list[str], out_dir: str) -> str:
   return markdown
 
 
+def define_flags(values: flags.FlagValues) -> None:
+  flags.DEFINE_string("out", None, "Directory for report.md and the plots (required).",
+                      required=True, flag_values=values)
+
+
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(prog="python -m cgmlp_jax.tools.sweep_report",
-                                   description=__doc__.split("\n\n")[0])
-  parser.add_argument("roots", nargs="+", help="sweep roots (cgmlp_jax.tools.sweep --root)")
-  parser.add_argument("--out", required=True, help="directory for report.md and the plots")
-  args = parser.parse_args(argv)
+  args, roots = cli.parse_flags(argv, define_flags, "python -m cgmlp_jax.tools.sweep_report",
+                                __doc__, ("ROOT", "a sweep root (cgmlp_jax.tools.sweep --root)"))
   try:
-    print(build_report(args.roots, args.out))
+    print(build_report(roots, args.out))
   except ValueError as e:
     cli.fail(" ".join(str(e).split()))
 

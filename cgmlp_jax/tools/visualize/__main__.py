@@ -6,13 +6,13 @@ Images are dataset examples (``--indices``; with ``--workdir`` the run's dataset
 files. Without ``--what`` every figure that applies to the model and inputs is drawn and the others
 are skipped with a note; a figure asked for by name that cannot be drawn is an error.
 """
-import argparse
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import tensorflow_datasets as tfds
+from absl import flags
 
 from cgmlp_jax import data
 from cgmlp_jax import cli, models
@@ -21,44 +21,62 @@ from cgmlp_jax.tools.visualize import images as images_lib
 from cgmlp_jax.train import restore
 
 
-def _ints(text: str) -> list[int]:
+class _ListOf(flags.ListParser):
+  """A comma-separated list (empty items dropped) whose items ``convert`` checks and converts
+  (ValueError: bad items)."""
+
+  def __init__(self, convert: Callable[[list[str]], list]):
+    super().__init__()
+    self.convert = convert
+
+  def parse(self, argument):
+    return self.convert([item for item in super().parse(argument) if item != ""])
+
+
+def _ints(items: list[str]) -> list[int]:
   try:
-    return [int(t) for t in text.split(",") if t.strip()]
+    return [int(t) for t in items]
   except ValueError:
-    raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    raise ValueError("expected comma-separated integers") from None
 
 
-def _kinds(text: str) -> list[str]:
-  kinds = [t.strip() for t in text.split(",") if t.strip()]
-  unknown = sorted(set(kinds) - set(visualize.KINDS))
+def _kinds(items: list[str]) -> list[str]:
+  unknown = sorted(set(items) - set(visualize.KINDS))
   if unknown:
-    raise argparse.ArgumentTypeError(f"unknown figure(s) {unknown}; choose from {visualize.KINDS}")
-  return kinds
+    raise ValueError(f"unknown figure(s) {unknown}; choose from {visualize.KINDS}")
+  return items
 
 
-def make_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="python -m cgmlp_jax.tools.visualize",
-                              description=visualize.__doc__.split("\n\n")[0])
-  source = p.add_mutually_exclusive_group(required=True)
-  source.add_argument("--workdir", help="training workdir: its best, else latest, checkpoint")
-  source.add_argument("--model", help="registry variant with fresh weights: "
-                      + ", ".join(models.VARIANTS))
-  p.add_argument("--num_classes", type=int, help="with --model; default: the dataset's")
-  p.add_argument("--seed", type=int, default=0, help="initialisation seed with --model")
-  inputs = p.add_mutually_exclusive_group()
-  inputs.add_argument("--images", nargs="+", help="square RGB image files (PNG, JPEG)")
-  inputs.add_argument("--indices", type=_ints, help="example indices, e.g. 0,1,2")
-  p.add_argument("--dataset", help="TFDS dataset of --indices (default: the run's)")
-  p.add_argument("--split", default="test", help="TFDS split of --indices (default: test)")
-  p.add_argument("--data_dir", help="TFDS data directory (default: the run's, else TFDS's)")
-  p.add_argument("--what", type=_kinds, help=f"comma-separated subset of {visualize.KINDS} "
-                 "(default: all that apply)")
-  p.add_argument("--layers", type=_ints, help="conv-stem layers for feature_maps (default: all)")
-  p.add_argument("--blocks", type=_ints, help="blocks for the gating figures (default: all)")
-  p.add_argument("--positions", type=_ints, help="output tokens (flat indices) for token_gating")
-  p.add_argument("--max_channels", type=int, default=32, help="feature-map channels drawn")
-  p.add_argument("--out", required=True, help="directory for the PNGs")
-  return p
+def define_flags(values: flags.FlagValues) -> None:
+  def define_list(name: str, convert: Callable[[list[str]], list], description: str):
+    flags.DEFINE(_ListOf(convert), name, None, description, flag_values=values,
+                 serializer=flags.CsvListSerializer(","))
+
+  flags.DEFINE_string("workdir", None, "Training workdir: its best, else latest, checkpoint (this "
+                      "or --model).", flag_values=values)
+  flags.DEFINE_string("model", None, "Registry variant with fresh weights (this or --workdir): "
+                      + ", ".join(models.VARIANTS) + ".", flag_values=values)
+  flags.mark_flags_as_mutual_exclusive(["workdir", "model"], required=True, flag_values=values)
+  flags.DEFINE_integer("num_classes", None, "With --model; default: the dataset's.",
+                       flag_values=values)
+  flags.DEFINE_integer("seed", 0, "Initialisation seed with --model.", flag_values=values)
+  flags.DEFINE_list("images", None, "Square RGB image files (PNG, JPEG), comma-separated (this or "
+                    "--indices).", flag_values=values)
+  define_list("indices", _ints, "Example indices of --dataset, e.g. 0,1,2 (this or --images).")
+  flags.mark_flags_as_mutual_exclusive(["images", "indices"], flag_values=values)
+  flags.DEFINE_string("dataset", None, "TFDS dataset of --indices (default: the run's).",
+                      flag_values=values)
+  flags.DEFINE_string("split", "test", "TFDS split of --indices.", flag_values=values)
+  flags.DEFINE_string("data_dir", None, "TFDS data directory (default: the run's, else TFDS's).",
+                      flag_values=values)
+  define_list("what", _kinds, f"Comma-separated subset of {', '.join(visualize.KINDS)} (default: "
+              "all that apply).")
+  define_list("layers", _ints, "Conv-stem layers for feature_maps (default: all).")
+  define_list("blocks", _ints, "Blocks for the gating figures (default: all).")
+  define_list("positions", _ints, "Output tokens (flat indices) for token_gating.")
+  flags.DEFINE_integer("max_channels", 32, "Feature-map channels drawn.", flag_values=values)
+  flags.DEFINE_string("out", None, "Directory for the PNGs (required).", required=True,
+                      flag_values=values)
 
 
 def _class_names(dataset: str, data_dir: str | None) -> tuple[str, ...] | None:
@@ -69,7 +87,7 @@ def _class_names(dataset: str, data_dir: str | None) -> tuple[str, ...] | None:
     return None
 
 
-def _inputs(args: argparse.Namespace, config: dict[str, Any]):
+def _inputs(args: flags.FlagValues, config: dict[str, Any]):
   """``(images or None, labels or None, class names or None)``."""
   dataset = args.dataset or config.get("dataset")
   data_dir = args.data_dir or config.get("data_dir")
@@ -83,7 +101,7 @@ def _inputs(args: argparse.Namespace, config: dict[str, Any]):
   return None, None, None
 
 
-def _model(args: argparse.Namespace, class_names):
+def _model(args: flags.FlagValues, class_names):
   """``(model, variables)``: a checkpoint's, or a variant's fresh ones."""
   if args.workdir:
     model, variables, _ = restore.load_model(args.workdir)
@@ -113,7 +131,7 @@ def fresh_params(model: models.GatedMLPClassifier, seed: int = 0) -> dict[str, A
   return fresh_variables(model, seed)["params"]
 
 
-def run(args: argparse.Namespace) -> list[str]:
+def run(args: flags.FlagValues) -> list[str]:
   """Draws the figures ``args`` ask for; returns the PNG paths."""
   config = restore.load_config(args.workdir) if args.workdir else {}
   images, labels, class_names = _inputs(args, config)
@@ -160,8 +178,8 @@ def run(args: argparse.Namespace) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-  parser = make_parser()
-  args = parser.parse_args(argv)
+  args, _ = cli.parse_flags(argv, define_flags, "python -m cgmlp_jax.tools.visualize",
+                            visualize.__doc__)
   try:
     paths = run(args)
   except (ValueError, FileNotFoundError) as e:
