@@ -177,7 +177,7 @@ class ConvStem(nn.Module):
     for i, (filters, kernel, pool) in enumerate(self.layers):
       x = Conv(filters, kernel, use_bias=self.norm == "none", dtype=self.dtype,
                param_dtype=self.param_dtype, name=f"conv{i}")(x, of_input=i == 0)
-      if pool_first:
+      if pool_first and pool > 1:
         x = GroupNorm(num_groups=math.gcd(32, filters), epsilon=1e-5, dtype=self.dtype,
                       param_dtype=self.param_dtype, name=f"norm{i}")(
                           x, pool=functools.partial(max_pool, pool=pool))
