@@ -153,17 +153,19 @@ def _parse_value(text: str) -> Any:
     return text  # a bare string: --config.model_kw.axes=alternate
 
 
-def setup_process(config: ml_collections.ConfigDict) -> None:
+def setup_process(config: ml_collections.ConfigDict, reads_data: bool = True) -> None:
   """Process-wide settings a run needs before JAX starts its backends: the CPU split into
-  ``config.cpu_devices`` devices, joining a multi-host job (``config.distributed``), and TensorFlow
-  (which only reads data) kept off the accelerators. (The allocator is set up on importing the
+  ``config.cpu_devices`` devices, joining a multi-host job (``config.distributed``), and, in a
+  process that ``reads_data`` with TensorFlow, TensorFlow kept off the accelerators (the
+  benchmarks, on synthetic data, never start it). (The allocator is set up on importing the
   package, log levels by ``run``.)"""
   from cgmlp_jax import parallel  # noqa: PLC0415  (after the malloc setup)
   parallel.split_cpu(config.cpu_devices)
   if config.distributed:
     parallel.initialize_distributed()
-  import tensorflow as tf  # noqa: PLC0415
-  tf.config.set_visible_devices([], "GPU")
+  if reads_data:
+    import tensorflow as tf  # noqa: PLC0415
+    tf.config.set_visible_devices([], "GPU")
 
 
 def run(main: Callable[[list[str]], Any]) -> None:

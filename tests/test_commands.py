@@ -9,12 +9,12 @@ import pytest
 from absl import flags
 
 from cgmlp_jax.models import summary
-from cgmlp_jax.tools import report, sweep, sweep_report
+from cgmlp_jax.tools import export_weights, report, sweep, sweep_report
 from cgmlp_jax.tools.visualize import __main__ as visualize_cli
 
 ROOT = pathlib.Path(__file__).parent.parent
 COMMANDS = {"report": report, "sweep": sweep, "sweep_report": sweep_report,
-            "visualize": visualize_cli}
+            "visualize": visualize_cli, "export_weights": export_weights}
 
 
 def _assert_lists_every_flag(module, text):

@@ -129,7 +129,7 @@ def run(config, image_size: int, num_classes: int, steps: int, windows: int,
 
 def main(argv):
   del argv
-  cli.setup_process(FLAGS.config)
+  cli.setup_process(FLAGS.config, reads_data=False)  # synthetic data
   result = run(FLAGS.config, FLAGS.image_size, FLAGS.num_classes, FLAGS.steps, FLAGS.windows)
   width = max(map(len, result))
   for key, value in result.items():

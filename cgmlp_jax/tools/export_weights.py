@@ -14,12 +14,11 @@ so is (always) a NAME whose model part, before its first ``.``, is not the expor
 variant its config names, or a variant of the same architecture (``cgmlp_2conv_bn_small.cifar10``
 for ``cgmlp_2conv_small`` with the overrides that make it the BatchNorm variant).
 """
-import argparse
 import os
-import sys
 
 import jax
 import numpy as np
+from absl import flags
 
 from cgmlp_jax import cli, models
 from cgmlp_jax.errors import WeightsError
@@ -81,17 +80,23 @@ def export(workdir: str, name: str, out: str = "weights", records: str = "",
 
 
 @cli.one_line_errors
-def main(argv: list[str]) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("workdir")
-  parser.add_argument("--name", required=True, help="e.g. cgmlp_2conv_small.cifar100")
-  parser.add_argument("--out", default="weights")
-  parser.add_argument("--records", default="", help="where the run's records are committed")
-  parser.add_argument("--command", default="", help="the command that trained it")
-  parser.add_argument("--force", action="store_true", help="replace existing weights of NAME")
-  args = parser.parse_args(argv)
+def define_flags(values: flags.FlagValues) -> None:
+  flags.DEFINE_string("name", None, "NAME of the published pair, MODEL.DATASET, e.g. "
+                      "cgmlp_2conv_small.cifar100 (required).", required=True, flag_values=values)
+  flags.DEFINE_string("out", "weights", "Directory of the published weights.", flag_values=values)
+  flags.DEFINE_string("records", "", "Where the run's records are committed (recorded).",
+                      flag_values=values)
+  flags.DEFINE_string("command", "", "The command that trained it (recorded).", flag_values=values)
+  flags.DEFINE_boolean("force", False, "Replace existing weights of NAME.", flag_values=values)
+
+
+def main(argv: list[str] | None = None) -> None:
+  args, workdirs = cli.parse_flags(argv, define_flags, "python -m cgmlp_jax.tools.export_weights",
+                                   __doc__, ("WORKDIR", "the training workdir to export"))
+  if len(workdirs) != 1:
+    cli.fail(f"export_weights exports one WORKDIR at a time; got {len(workdirs)}.")
   try:
-    info = export(args.workdir, args.name, args.out, args.records, args.command, args.force)
+    info = export(workdirs[0], args.name, args.out, args.records, args.command, args.force)
   except FileNotFoundError as e:  # no such workdir, or no checkpoint in it
     cli.fail(str(e))
   print(f"{args.out}/{info['file']}: {info['bytes'] / 2**20:.1f} MiB, {info['parameters']:,} "
@@ -99,4 +104,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  main(sys.argv[1:])
+  cli.one_line_errors(main)()

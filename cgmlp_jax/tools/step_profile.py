@@ -118,7 +118,7 @@ def run(config, image_size: int, num_classes: int, steps: int, top: int) -> dict
 
 def main(argv):
   del argv
-  cli.setup_process(FLAGS.config)
+  cli.setup_process(FLAGS.config, reads_data=False)  # synthetic data
   result = run(FLAGS.config, FLAGS.image_size, FLAGS.num_classes, FLAGS.steps, FLAGS.top)
   print(f"{FLAGS.config.model}, batch {FLAGS.config.batch_size}, {jax.device_count()} device(s); "
         f"per device and step: ops {result['op_ms']:.1f} ms, matmul kernels "
