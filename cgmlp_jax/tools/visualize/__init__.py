@@ -19,7 +19,7 @@ not compile again. The command line (``python -m cgmlp_jax.tools.visualize``, ``
 
     python -m cgmlp_jax.tools.visualize --workdir runs/cgmlp --split test --indices 0,1,2 --out vis
     python -m cgmlp_jax.tools.visualize --model cgmlp_2conv_small --num_classes 10 \\
-        --images cat.png dog.png --out vis
+        --images=cat.png,dog.png --out vis
 """
 import functools
 import math
