@@ -74,7 +74,7 @@ def test_absolute_decay_hits_every_variable_and_ignores_the_plateau():
   np.testing.assert_allclose(updates["bias"], -0.05 - 1e-2 * 3.0, rtol=1e-5)
 
 
-# The Keras example's published validation losses, epochs 1-50 (../shared/anchors): its
+# The Keras example's published validation losses, epochs 1-50 (its keras-io training log): its
 # ReduceLROnPlateau (patience 5, min_delta 1e-4) halved the rate after epochs 34, 41 and 49.
 _KERAS_VAL_LOSS = (
     3.5629, 3.2899, 3.1152, 2.9771, 2.8807, 2.7246, 2.7022, 2.6289, 2.5353, 2.5271, 2.4553, 2.3841,
