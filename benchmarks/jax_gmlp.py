@@ -17,7 +17,7 @@ import optax
 from absl import app, flags
 
 from cgmlp_jax import models, parallel
-from cgmlp_jax.tools.timing import median_rate
+from cgmlp_jax.tools import timing
 
 flags.DEFINE_string("model", "gmlp_paper", "Model variant.")
 flags.DEFINE_integer("batch", 128, "Batch size.")
@@ -60,8 +60,10 @@ def main(_):
   for name, fn in (("forward", lambda: forward(params, images, labels)),
                    ("forward+backward", lambda: gradient(params, images, labels)),
                    ("train step (AdamW)", step)):
-    rate = median_rate(fn, FLAGS.batch, FLAGS.steps, FLAGS.windows)
-    print(f"  {name}: {FLAGS.batch / rate * 1e3:.0f} ms, {rate:.1f} img/s")
+    rate = timing.rate(fn, FLAGS.batch, FLAGS.steps, FLAGS.windows)
+    q1, q3 = rate.quartiles
+    print(f"  {name}: {FLAGS.batch / rate.median * 1e3:.0f} ms, {rate.median:.1f} img/s "
+          f"(quartiles {q1:.1f}-{q3:.1f})")
 
 
 if __name__ == "__main__":

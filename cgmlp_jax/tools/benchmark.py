@@ -2,12 +2,19 @@
 
   python -m cgmlp_jax.tools.benchmark --config=configs/paper.py:model=cgmlp_2conv --out=bench.json
 
-Prints (and writes as JSON): train images/s (median over timed windows after warm-up) with the
-data already on device, and again fed from host memory the way the loop feeds it; the share of
-wall time the device waits for the host; the input pipeline's own images/s; eval images/s; step
-and compile time; GFLOPs per image from XLA's cost analysis of the compiled step (and of the
-forward pass alone); achieved TFLOP/s and MFU against a matrix-multiply peak measured here, on the
-same devices, in the step's compute dtype; peak memory.
+Prints (and writes as JSON): train images/s with the data already on device, and again fed from
+host memory the way the loop feeds it; the share of wall time the device waits for the host; the
+input pipeline's own images/s; eval images/s; step and compile time; GFLOPs per image from XLA's
+cost analysis of the compiled step (and of the forward pass alone); achieved TFLOP/s and MFU
+against a matrix-multiply peak measured here, on the same devices, in the step's compute dtype;
+peak memory.
+
+The train step (on-device data), the fed step and the matmul peak are timed in interleaved rounds,
+one window of each per round after a warm-up window each (``timing.interleaved_rates``): figures
+are medians over the rounds with their quartiles, and MFU is taken round by round, so a machine
+whose speed drifts while it is measured moves the step and the peak together. The defaults (12
+rounds of 3 steps) keep the median within a few % from run to run on an idle 2-core machine
+(BENCHMARKS.md); ``python -m cgmlp_jax.tools.step_parts`` splits the step's time into its parts.
 
 Data is synthetic uint8 at the dataset's stored resolution (``--image_size``, CIFAR's 32 by
 default), so resizing and augmentation cost what they cost in training.
@@ -15,6 +22,7 @@ default), so resizing and augmentation cost what they cost in training.
 import json
 import resource
 import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -23,19 +31,19 @@ from absl import flags
 from ml_collections import config_flags
 
 from cgmlp_jax import cli, data as data_lib, parallel
-from cgmlp_jax.tools.timing import median_rate
 from cgmlp_jax.models import summary
+from cgmlp_jax.tools import timing
 from cgmlp_jax.train import config as config_lib, step as step_lib, trainer as trainer_lib
 
 FLAGS = flags.FLAGS
 
 
-def matmul_peak_tflops(mesh: jax.sharding.Mesh, dtype, n: int = 2048, windows: int = 5) -> float:
-  """Dense matmul TFLOP/s over all devices of the mesh (one n x n product per device)."""
+def matmul_peak(mesh: jax.sharding.Mesh, dtype, n: int = 2048) -> tuple[Callable, float]:
+  """A dense matmul over all devices of the mesh (one n x n product per device), and its FLOPs."""
   sharding = parallel.batch_sharded(mesh)
   a = jax.device_put(jnp.ones((mesh.size, n, n), dtype), sharding)
   matmul = jax.jit(lambda a: jnp.einsum("bij,bjk->bik", a, a), out_shardings=sharding)
-  return median_rate(lambda: matmul(a), 2 * n**3 * mesh.size, 3, windows) / 1e12
+  return lambda: matmul(a), 2 * n**3 * mesh.size
 
 
 def _flops(compiled) -> float:
@@ -86,8 +94,6 @@ def run(config, image_size: int, num_classes: int, steps: int, windows: int,
     carry[0], carry[1] = compiled(carry[0], carry[1], images, labels)
     return carry[1]
 
-  device_rate = median_rate(device_step, batch, steps, windows)
-
   def host_batches():
     while True:
       yield data_lib.gather(split, rng.integers(0, len(split), local))
@@ -98,31 +104,39 @@ def run(config, image_size: int, num_classes: int, steps: int, windows: int,
     carry[0], carry[1] = compiled(carry[0], carry[1], *next(fed))
     return carry[1]
 
-  fed_rate = median_rate(fed_step, batch, steps, windows)
-  input_rate = median_rate(lambda: next(fed), batch, steps, windows)
+  dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
+  matmul, matmul_flops = matmul_peak(mesh, dtype, matmul_size)
+  # One window of each per round: the step and the peak share each round's machine, and MFU is
+  # taken round by round (see `timing`).
+  rates = timing.interleaved_rates({"train": (device_step, batch), "fed": (fed_step, batch),
+                                    "peak": (matmul, matmul_flops)}, steps, windows)
+  train, peak = rates["train"], rates["peak"].scaled(1e-12)  # images/s, TFLOP/s
+  achieved = train.scaled(step_flops / batch / 1e12)  # TFLOP/s
+  mfu = achieved.ratio(peak)
+  input_rate = timing.rate(lambda: next(fed), batch, steps, windows)
 
   eval_batch = config.eval_batch_size // jax.process_count()
   eval_images, eval_labels = parallel.to_global(
       mesh, data_lib.gather(split, np.arange(eval_batch) % len(split)))
   mask = parallel.to_global(mesh, np.ones((eval_batch,), np.float32))
   variables = carry[0].variables
-  eval_rate = median_rate(lambda: trainer.eval_step(variables, eval_images, eval_labels, mask),
-                           config.eval_batch_size, steps, windows)
-
-  dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
-  peak = matmul_peak_tflops(mesh, dtype, matmul_size, windows)
-  achieved = device_rate * step_flops / batch / 1e12
+  eval_rate = timing.rate(lambda: trainer.eval_step(variables, eval_images, eval_labels, mask),
+                          config.eval_batch_size, steps, windows)
   memory, memory_kind = _peak_memory_bytes()
   return {
       "model": config.model, "dtype": config.dtype, "batch_size": batch,
       "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
-      "train_images_per_s": device_rate, "train_images_per_s_fed_from_host": fed_rate,
-      "host_wait_share": max(0.0, 1.0 - fed_rate / device_rate),
-      "input_pipeline_images_per_s": input_rate, "eval_images_per_s": eval_rate,
-      "step_time_ms": 1e3 * batch / device_rate, "compile_time_s": compile_s,
+      "windows": windows, "steps_per_window": steps,
+      "train_images_per_s": train.median, "train_images_per_s_quartiles": train.quartiles,
+      "train_images_per_s_fed_from_host": rates["fed"].median,
+      "host_wait_share": max(0.0, 1.0 - rates["fed"].ratio(train).median),
+      "input_pipeline_images_per_s": input_rate.median, "eval_images_per_s": eval_rate.median,
+      "step_time_ms": 1e3 * batch / train.median, "compile_time_s": compile_s,
       "train_gflops_per_image": step_flops / batch / 1e9,
       "forward_gflops_per_image": summary.forward_gflops(trainer.model),
-      "achieved_tflops": achieved, "matmul_peak_tflops": peak, "mfu": achieved / peak,
+      "achieved_tflops": achieved.median, "matmul_peak_tflops": peak.median,
+      "matmul_peak_tflops_quartiles": peak.quartiles,
+      "mfu": mfu.median, "mfu_quartiles": mfu.quartiles,
       "peak_memory_gib": memory / 2**30, "peak_memory_kind": memory_kind,
   }
 
@@ -133,6 +147,8 @@ def main(argv):
   result = run(FLAGS.config, FLAGS.image_size, FLAGS.num_classes, FLAGS.steps, FLAGS.windows)
   width = max(map(len, result))
   for key, value in result.items():
+    if isinstance(value, tuple):
+      value = "-".join(f"{v:.4g}" for v in value)
     print(f"{key:<{width}}  {value:.4g}" if isinstance(value, float) else
           f"{key:<{width}}  {value}")
   if FLAGS.out:
@@ -154,8 +170,9 @@ def define_setup_flags(purpose: str):
 
 def _define_flags():
   define_setup_flags("benchmark")
-  flags.DEFINE_integer("steps", 5, "Steps per timed window.")
-  flags.DEFINE_integer("windows", 5, "Timed windows; the median is reported.")
+  flags.DEFINE_integer("steps", 3, "Steps per timed window.")
+  flags.DEFINE_integer("windows", 12, "Rounds of timed windows; medians and quartiles are "
+                       "reported.")
   flags.DEFINE_string("out", None, "Write the figures to this JSON file.")
 
 
