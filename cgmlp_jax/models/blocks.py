@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cgmlp_jax.models.dropout import Dropout
 from cgmlp_jax.models.gating import GATE_KERNEL_STD, LAYER_NORM_EPS, SpatialGatingUnit
 
 Dtype = Any
@@ -73,7 +74,7 @@ class GMLPBlock(nn.Module):
     y = dense(self.d_ffn, "proj_in")(normed)  # (B, N, F)
     y = nn.gelu(y, approximate=False)
     if keras:
-      y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
+      y = Dropout(self.dropout_rate)(y, deterministic=not train)
     y = SpatialGatingUnit(axis=self.axis, num_tokens=self.num_tokens,
                           norm_eps=self.gate_norm_eps, dtype=self.dtype,
                           param_dtype=self.param_dtype, name="gating",
@@ -81,7 +82,7 @@ class GMLPBlock(nn.Module):
                                        nn.initializers.normal(GATE_KERNEL_STD)))(y)  # (B, N, F/2)
     y = dense(x.shape[-1], "proj_out")(y)  # (B, N, D)
     if not keras:
-      y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
+      y = Dropout(self.dropout_rate)(y, deterministic=not train)
     y = DropPath(self.drop_path_rate)(y, deterministic=not train)
     out = (normed if keras else x) + y
     self.sow("intermediates", "output", out)

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from cgmlp_jax.models.blocks import GMLPBlock, check_style
+from cgmlp_jax.models.dropout import Dropout
 from cgmlp_jax.models.gating import AXES, LAYER_NORM_EPS, check_axis
 from cgmlp_jax.models.stems import ConvLayer, ConvStem, PatchStem, token_grid
 
@@ -120,7 +121,7 @@ class GatedMLPClassifier(nn.Module):
     if self.final_norm:
       x = nn.LayerNorm(epsilon=LAYER_NORM_EPS, name="norm", **kw)(x)
     x = jnp.mean(x, axis=1)  # (B, D)
-    x = nn.Dropout(self.head_dropout_rate)(x, deterministic=not train)
+    x = Dropout(self.head_dropout_rate)(x, deterministic=not train)
     head_init = (nn.initializers.glorot_uniform() if self.block_style == "keras" else
                  nn.initializers.zeros)
     logits = nn.Dense(self.num_classes, kernel_init=head_init, name="head", **kw)(x)
