@@ -43,7 +43,8 @@ def _with(config, overrides: dict):
   return config
 
 
-def _real_step(config, image_size: int, num_classes: int) -> Callable:
+def real_step(config, image_size: int, num_classes: int) -> Callable:
+  """The config's train step, compiled, on one synthetic batch: a call runs one step."""
   trainer, _, images, labels, state, metrics = synthetic_setup(config, image_size, num_classes)
   compiled = trainer.train_step.lower(state, metrics, images, labels).compile()
   carry = [state, metrics]
@@ -82,7 +83,7 @@ def _bare_update(config, image_size: int, num_classes: int) -> Callable:
 
 
 def run(config, image_size: int, num_classes: int, steps: int, windows: int) -> dict:
-  fns = {name: (_real_step(_with(config, overrides), image_size, num_classes), config.batch_size)
+  fns = {name: (real_step(_with(config, overrides), image_size, num_classes), config.batch_size)
          for name, overrides in VARIANTS.items()}
   fns[BARE] = (_bare_update(config, image_size, num_classes), config.batch_size)
   rates = timing.interleaved_rates(fns, steps, windows)
