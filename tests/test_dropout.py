@@ -7,7 +7,6 @@ by chance with probability ~1e-6.
 import math
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
