@@ -10,6 +10,7 @@ import pytest
 from scipy.special import erf
 
 from cgmlp_jax import models
+from cgmlp_jax.models import blocks
 
 NUM_CLASSES = 10
 
@@ -328,3 +329,11 @@ def test_the_conv_stem_computes_the_same_with_and_without_its_feature_maps(cgmlp
   sown, state = model.apply({"params": params}, _images(), mutable=["intermediates"])
   np.testing.assert_array_equal(fast, sown)
   assert "layer0" in state["intermediates"]["stem"]
+
+
+def test_gelu_through_erf_is_the_exact_gelu():
+  x = jnp.linspace(-12.0, 12.0, 4001)
+  exact = lambda x: jax.nn.gelu(x, approximate=False)  # noqa: E731
+  np.testing.assert_allclose(blocks.gelu(x), exact(x), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(jax.vmap(jax.grad(blocks.gelu))(x), jax.vmap(jax.grad(exact))(x),
+                             rtol=1e-6, atol=1e-6)

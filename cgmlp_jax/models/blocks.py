@@ -25,11 +25,24 @@ from cgmlp_jax.models.gating import GATE_KERNEL_STD, LAYER_NORM_EPS, SpatialGati
 
 Dtype = Any
 STYLES = ("gmlp", "keras")
+_SQRT_HALF = 0.7071067811865476  # 1 / sqrt(2)
 
 
 def check_style(style: str) -> None:
   if style not in STYLES:
     raise ValueError(f"Unknown block style {style!r}; valid styles are {STYLES}.")
+
+
+def gelu(x: jax.Array) -> jax.Array:
+  """Exact GELU, ``x * Phi(x)``, as ``x / 2 * (1 + erf(x / sqrt(2)))``.
+
+  ``jax.nn.gelu(approximate=False)`` computes ``x / 2 * erfc(-x / sqrt(2))``, and XLA:CPU's float32
+  erfc costs an exp and two rational polynomials where its erf is one clamped polynomial: the
+  forward GELU is ~3x cheaper this way. The two agree within 1e-6 (erfc keeps more relative
+  precision in the far negative tail, where GELU's value is below 1e-6 anyway); the gradient is
+  the same expression.
+  """
+  return 0.5 * x * (1.0 + jax.lax.erf(x * _SQRT_HALF))
 
 
 class DropPath(nn.Module):
@@ -72,7 +85,7 @@ class GMLPBlock(nn.Module):
     normed = nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=self.dtype, param_dtype=self.param_dtype,
                           name="norm")(x)
     y = dense(self.d_ffn, "proj_in")(normed)  # (B, N, F)
-    y = nn.gelu(y, approximate=False)
+    y = gelu(y)
     if keras:
       y = Dropout(self.dropout_rate)(y, deterministic=not train)
     y = SpatialGatingUnit(axis=self.axis, num_tokens=self.num_tokens,

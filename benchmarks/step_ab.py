@@ -1,0 +1,63 @@
+"""Paired A/B of one of the step's speed-ups inside the real train step (BENCHMARKS.md).
+
+  python benchmarks/step_ab.py --change=dropout_masks --models=gmlp_keras,cgmlp_keras_2conv
+
+For each model of ``configs/paper.py`` compiles the real train step twice, A with the function the
+change replaced and B with this codebase's, then times all of them in interleaved rounds and
+prints each one's images/s and B/A round by round (medians with quartiles). ``--change``:
+``dropout_masks`` (A: ``jax.random.bernoulli``, Threefry per element as ``flax.linen.Dropout``;
+B: ``models/dropout.py``'s hashed masks) or ``gelu`` (A: ``jax.nn.gelu``'s erfc; B:
+``models/blocks.gelu``'s erf).
+"""
+import importlib.util
+import pathlib
+
+import jax
+from absl import app, flags
+
+from cgmlp_jax import cli
+from cgmlp_jax.models import blocks, dropout
+from cgmlp_jax.tools import step_parts, timing
+
+# name -> (module, attribute, what the attribute was before the change)
+CHANGES = {
+    "dropout_masks": (dropout, "bernoulli_mask",
+                      lambda key, rate, shape: jax.random.bernoulli(key, 1.0 - rate, shape)),
+    "gelu": (blocks, "gelu", lambda x: jax.nn.gelu(x, approximate=False)),
+}
+flags.DEFINE_enum("change", None, list(CHANGES), "The change to time.", required=True)
+flags.DEFINE_list("models", ["gmlp_keras", "cgmlp_keras_2conv", "cgmlp_keras_1conv"],
+                  "configs/paper.py models.")
+flags.DEFINE_integer("steps", 3, "Steps per timed window.")
+flags.DEFINE_integer("rounds", 8, "Rounds; one window of each step per round.")
+FLAGS = flags.FLAGS
+
+CONFIG = pathlib.Path(__file__).resolve().parent.parent / "configs" / "paper.py"
+
+
+def main(_):
+  spec = importlib.util.spec_from_file_location("paper", CONFIG)
+  paper = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(paper)
+  module, name, before = CHANGES[FLAGS.change]
+  after, fns = getattr(module, name), {}
+  for model in FLAGS.models:
+    config = paper.get_config(f"model={model}")
+    if not fns:
+      cli.setup_process(config, reads_data=False)
+    for side, fn in (("A", before), ("B", after)):
+      setattr(module, name, fn)  # read when the step is traced, i.e. compiled, here
+      try:
+        fns[model, side] = (step_parts.real_step(config, 32, 100), config.batch_size)
+      finally:
+        setattr(module, name, after)
+  rates = timing.interleaved_rates(fns, FLAGS.steps, FLAGS.rounds)
+  print(f"{jax.device_count()} x {jax.devices()[0].device_kind}, {FLAGS.rounds} rounds of "
+        f"{FLAGS.steps} steps; {FLAGS.change}: A = before, B = now")
+  for model in FLAGS.models:
+    a, b = rates[model, "A"], rates[model, "B"]
+    print(f"  {model}: A {a} img/s; B {b} img/s; B/A {b.ratio(a)}")
+
+
+if __name__ == "__main__":
+  app.run(main)
