@@ -89,7 +89,9 @@ def test_runlog_of_running_workdir(workdirs):
   run = runlog.read(str(workdirs / "running"))
   assert not run.finished and run.steps_per_epoch == STEPS_PER_EPOCH
   assert [(e.epoch, e.step, e.wall_time_s) for e in run.epochs] == [(1, 10, 30.0), (2, 20, 61.2)]
-  assert run.epochs[0].train["top1"] == 0.4 and run.epochs[1].val["top1"] == 0.71
+  # Without the trainer's epoch mean, the logged windows' mean weighted by their steps: 4 steps at
+  # 0.2, 4 at 0.35 (the resumed run's line), 2 at 0.4.
+  assert run.epochs[0].train["top1"] == pytest.approx(0.3) and run.epochs[1].val["top1"] == 0.71
   assert run.epochs[1].train["top1"] == 0.78  # the epoch mean the trainer recorded wins
   assert [r["step"] for r in run.train] == [4, 8, 10, 14, 18, 20, 24]
   assert run.train[1]["top1"] == 0.35  # the resumed run's line replaces the crashed one's
@@ -100,9 +102,10 @@ def test_runlog_of_running_workdir(workdirs):
 def test_table(built):
   finished, running = _rows(built[0])
   params = f"{20_096 - 1000 * 16 - 1000 + 10 * 16 + 10:,}"  # registry count is for 1000 classes
+  # Final train top-1: epoch 3's windows, 4 steps at 0.90, 4 at 0.92 and 2 at 0.95.
   assert finished == dict(zip(report.COLUMNS, [
-      "finished", "test_cgmlp", "10", params, finished["GFLOPs/img"], "83.00 (2)", "95.00",
-      "+14.00", "82.00 / 99.00", "1,000", "3.0", "1.0", "2.0", "–"]))
+      "finished", "test_cgmlp", "10", params, finished["GFLOPs/img"], "83.00 (2)", "91.80",
+      "+10.80", "82.00 / 99.00", "1,000", "3.0", "1.0", "2.0", "–"]))
   assert 0 < float(finished["GFLOPs/img"]) < 0.001  # 3 significant digits, not 0.000
   assert re.fullmatch(r"running \(unfinished: epoch 2/3, no summary.json; metrics last written "
                       r"\d{4}-\d\d-\d\d \d\d:\d\d UTC: running, stopped or crashed\)",
@@ -184,16 +187,21 @@ def test_a_published_log_is_tabled_and_plotted_against_a_run(tmp_path):
   lines = []
   for epoch in range(1, 13):
     step = epoch * STEPS_PER_EPOCH
-    lines += [{**_train(step, 0.5, 100.0), "lr": 1e-3 if epoch <= 6 else 5e-4},
+    lr = 1e-3 if epoch <= 6 else 5e-4
+    lines += [{**_train(step - 8, 0.9, 100.0), "lr": lr}, {**_train(step, 0.4, 100.0), "lr": lr},
               _eval(step, 0.30 + 0.01 * epoch)]
   _write(tmp_path / "run", CONFIG, lines)
   anchor = tmp_path / "published.tsv"
-  anchor.write_text("epoch\tval_loss\tval_top1\tlr_replayed\n" + "".join(
-      f"{e}\t2.0\t{28.0 + e:.1f}\t{0.003 if e <= 8 else 0.0015}\n" for e in range(1, 13)))
+  anchor.write_text("epoch\tval_loss\tval_top1\ttrain_top1\tlr_replayed\n" + "".join(
+      f"{e}\t2.0\t{28.0 + e:.1f}\t49.0\t{0.003 if e <= 8 else 0.0015}\n" for e in range(1, 13)))
   markdown = report.build_report([str(tmp_path / "run")], str(tmp_path / "out"), anchor=str(anchor))
   # Epoch 10: the run's mean of epochs 6-10 is 38.00 %, the anchor's 36.00 %.
-  assert "| 10 | 38.00 | 36.00 | +2.00 | 1.5000 | 2.0000 |" in markdown
+  # The run's training top-1 is one point above the anchor's 49 %: each epoch's two train lines,
+  # 0.9 over its first 2 steps and 0.4 over the other 8, average 0.5 weighted by their steps.
+  assert "| 10 | 38.00 | 36.00 | +2.00 | 1.5000 | 2.0000 | +1.00 |" in markdown
   assert "over epochs 1-12: 2.00 pp (mean signed +2.00)" in markdown
+  assert ("over epochs 1-12: mean signed difference +1.00 pp, against +2.00 pp in validation "
+          "top-1") in markdown
   assert "mean validation top-1: run 40.00 %, anchor 38.00 %" in markdown
   assert "lowered after epochs: run [6], anchor [8]" in markdown
   assert mpimg.imread(tmp_path / "out" / "anchor.png").shape[-1] in (3, 4)

@@ -6,8 +6,11 @@ The anchor is a TSV or CSV file with a header row: ``epoch``, ``val_top1`` and, 
 ``val_loss``, ``train_top1``, ``train_loss`` and a learning-rate column (any name starting with
 ``lr``). Accuracies may be fractions or percents. ``comparison`` tables, for each run against the
 anchor: validation top-1 as a trailing 5-epoch moving average (epochs e-4..e; one epoch's figure on
-5,000 validation images moves by ~0.7 points from sampling alone) and validation loss at epochs
-10, 20, ..., the mean absolute per-epoch top-1 difference, the last five epochs' mean top-1, and the
+5,000 validation images moves by ~0.7 points from sampling alone), validation loss, and the
+difference of the training top-1 averages at epochs 10, 20, ...; the mean absolute per-epoch
+top-1 difference; the mean signed training top-1 difference beside the validation one (a run
+that learns like the anchor but scores differently on its own validation set shows a
+validation difference without a training one); the last five epochs' mean top-1; and the
 epochs after which the learning rate dropped. ``plot`` overlays the curves.
 """
 import csv
@@ -89,6 +92,12 @@ def drops(lr: dict[int, float]) -> list[int]:
   return [e for e in sorted(lr) if e + 1 in lr and lr[e + 1] < lr[e] * (1 - 1e-6)]
 
 
+def _difference(ours: dict[int, float], theirs: dict[int, float], epoch: int) -> str:
+  """The difference of the two trailing moving averages at ``epoch``, in points."""
+  ma, ma_ref = moving_average(ours, epoch), moving_average(theirs, epoch)
+  return "n/a" if ma is None or ma_ref is None else f"{100 * (ma - ma_ref):+.2f}"
+
+
 def _pp(x: float | None) -> str:
   return "n/a" if x is None else f"{100 * x:.2f}"
 
@@ -98,16 +107,18 @@ def comparison(run: runlog.RunLog, anchor: Anchor) -> str:
   ours, theirs = run_columns(run), anchor.columns
   top1, ref = ours.get("val_top1", {}), theirs["val_top1"]
   loss, ref_loss = ours.get("val_loss", {}), theirs.get("val_loss", {})
+  train, ref_train = ours.get("train_top1", {}), theirs.get("train_top1", {})
   lines = [f"**{run.name} against {anchor.name}** (validation top-1 in %, trailing "
            f"{WINDOW}-epoch mean; loss of the epoch itself)", "",
-           "| epoch | run top-1 | anchor top-1 | difference (pp) | run loss | anchor loss |",
-           "|---|---|---|---|---|---|"]
+           "| epoch | run top-1 | anchor top-1 | difference (pp) | run loss | anchor loss "
+           "| train top-1 difference (pp) |",
+           "|---|---|---|---|---|---|---|"]
   for epoch in MARKS:
     if epoch in top1 and epoch in ref:
       ma, ma_ref = moving_average(top1, epoch), moving_average(ref, epoch)
-      diff = f"{100 * (ma - ma_ref):+.2f}" if ma is not None and ma_ref is not None else "n/a"
-      lines.append(f"| {epoch} | {_pp(ma)} | {_pp(ma_ref)} | {diff} | "
-                   f"{loss.get(epoch, float('nan')):.4f} | {ref_loss.get(epoch, float('nan')):.4f} |")
+      lines.append(f"| {epoch} | {_pp(ma)} | {_pp(ma_ref)} | {_difference(top1, ref, epoch)} | "
+                   f"{loss.get(epoch, float('nan')):.4f} | {ref_loss.get(epoch, float('nan')):.4f} "
+                   f"| {_difference(train, ref_train, epoch)} |")
   common = sorted(set(top1) & set(ref))
   lines.append("")
   if common:
@@ -115,6 +126,13 @@ def comparison(run: runlog.RunLog, anchor: Anchor) -> str:
     lines.append(f"- Mean absolute per-epoch difference of validation top-1 over epochs "
                  f"{common[0]}-{common[-1]}: {100 * mad:.2f} pp (mean signed "
                  f"{100 * statistics.fmean(top1[e] - ref[e] for e in common):+.2f}).")
+  both = [e for e in common if e in train and e in ref_train]
+  if both:
+    lines.append(f"- Training top-1 (each epoch's mean, under augmentation and dropout) over epochs "
+                 f"{both[0]}-{both[-1]}: mean signed difference "
+                 f"{100 * statistics.fmean(train[e] - ref_train[e] for e in both):+.2f} pp, "
+                 f"against {100 * statistics.fmean(top1[e] - ref[e] for e in both):+.2f} pp in "
+                 f"validation top-1 over the same epochs.")
   last = max(ref)
   if all(e in top1 for e in range(last - WINDOW + 1, last + 1)):
     lines.append(f"- Last {WINDOW} of the anchor's {last} epochs, mean validation top-1: run "

@@ -25,7 +25,7 @@ class Epoch:
   epoch: int
   step: int
   val: dict[str, float]  # loss, top1, top5; empty without a validation set
-  train: dict[str, float]  # the epoch's train means (else the last window's); empty if missing
+  train: dict[str, float]  # the epoch's train means; empty if missing
   wall_time_s: float | None  # training time so far, as the trainer recorded it
 
 
@@ -94,6 +94,19 @@ def _steps_per_epoch(history: list[dict], val_steps: list[int]) -> int | None:
   return math.gcd(*val_steps) if val_steps else None
 
 
+def _window_mean(train: dict[int, dict], start: int, end: int) -> dict[str, float]:
+  """The train lines of steps ``start+1 .. end`` combined into the epoch's means: each line is the
+  mean over the steps since the previous line, so each is weighted by that many steps (the epoch's
+  last window is often short). Other values (lr, images/s) are the last line's."""
+  steps = sorted(s for s in train if start < s <= end)
+  if not steps:
+    return {}
+  weights = [b - a for a, b in zip([start] + steps, steps)]
+  means = {k: sum(w * train[s][k] for w, s in zip(weights, steps)) / sum(weights)
+           for k in ("loss", "top1", "top5") if all(k in train[s] for s in steps)}
+  return {**train[steps[-1]], **means}
+
+
 def read(workdir: str) -> RunLog:
   """Reads ``workdir``; ValueError naming the path if it is not a training workdir."""
   metrics_path = os.path.join(workdir, "metrics.jsonl")
@@ -123,12 +136,12 @@ def read(workdir: str) -> RunLog:
 
   history = _history(workdir, summary)
   wall_times = {r["step"]: r.get("wall_time_s") for r in history}
-  # Whole-epoch train means, where the trainer recorded them; else the last window's.
+  # Whole-epoch train means, where the trainer recorded them; else the logged windows' mean.
   epoch_train = {r["step"]: {k[len("train_"):]: v for k, v in r.items() if k.startswith("train_")}
                  for r in history}
   spe = _steps_per_epoch(history, sorted(by_split["val"]))
   epochs = [Epoch(epoch=step // spe, step=step, val=by_split["val"].get(step, {}),
-                  train=epoch_train.get(step) or by_split["train"].get(step, {}),
+                  train=epoch_train.get(step) or _window_mean(by_split["train"], step - spe, step),
                   wall_time_s=wall_times.get(step))
             for step in sorted(set(by_split["val"]) | set(wall_times))] if spe else []
   test = summary.get("test") if summary else None
