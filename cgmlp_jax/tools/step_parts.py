@@ -24,22 +24,18 @@ from cgmlp_jax.tools.benchmark import define_setup_flags, synthetic_setup
 
 FLAGS = flags.FLAGS
 
-NO_DROPOUT = {"model_kw.dropout_rate": 0.0, "model_kw.head_dropout_rate": 0.0}
+NO_DROPOUT = {"dropout_rate": 0.0, "head_dropout_rate": 0.0}  # model fields
 NO_AUGMENT = {"augment.flip": False, "augment.zoom": 0.0, "augment.crop_padding": 0}
-VARIANTS = {"real step": {}, "no dropout": NO_DROPOUT, "no flip/zoom": NO_AUGMENT,
-            "no dropout, flip, zoom": {**NO_DROPOUT, **NO_AUGMENT}}
+VARIANTS = {"real step": ({}, {}), "no dropout": (NO_DROPOUT, {}), "no flip/zoom": ({}, NO_AUGMENT),
+            "no dropout, flip, zoom": (NO_DROPOUT, NO_AUGMENT)}
 BARE = "bare update (same work)"
 
 
-def _with(config, overrides: dict):
+def _with(config, model_overrides: dict, overrides: dict):
+  """A copy of ``config`` with model fields and dotted config fields overridden."""
   config = config.copy_and_resolve_references()
-  with config.unlocked():
-    for key, value in overrides.items():
-      *parents, leaf = key.split(".")
-      node = config
-      for parent in parents:
-        node = node[parent]
-      node[leaf] = value
+  config.update_from_flattened_dict(overrides)
+  cli.apply_model_overrides(config, model_overrides)
   return config
 
 
@@ -58,7 +54,7 @@ def real_step(config, image_size: int, num_classes: int) -> Callable:
 
 def _bare_update(config, image_size: int, num_classes: int) -> Callable:
   """The config's model (no dropout) and optimiser on normalised float inputs at its resolution."""
-  trainer, split, images, labels, state, _ = synthetic_setup(_with(config, NO_DROPOUT),
+  trainer, split, images, labels, state, _ = synthetic_setup(_with(config, NO_DROPOUT, {}),
                                                              image_size, num_classes)
   model, tx, mesh = trainer.model, trainer.tx, trainer.mesh
   inputs = jax.jit(lambda x: data_lib.normalize(x, trainer.augment_config),
@@ -83,7 +79,7 @@ def _bare_update(config, image_size: int, num_classes: int) -> Callable:
 
 
 def run(config, image_size: int, num_classes: int, steps: int, windows: int) -> dict:
-  fns = {name: (real_step(_with(config, overrides), image_size, num_classes), config.batch_size)
+  fns = {name: (real_step(_with(config, *overrides), image_size, num_classes), config.batch_size)
          for name, overrides in VARIANTS.items()}
   fns[BARE] = (_bare_update(config, image_size, num_classes), config.batch_size)
   rates = timing.interleaved_rates(fns, steps, windows)
