@@ -7,7 +7,8 @@ change replaced and B with this codebase's, then times all of them in interleave
 prints each one's images/s and B/A round by round (medians with quartiles). ``--change``:
 ``dropout_masks`` (A: ``jax.random.bernoulli``, Threefry per element as ``flax.linen.Dropout``;
 B: ``models/dropout.py``'s hashed masks) or ``gelu`` (A: ``jax.nn.gelu``'s erfc; B:
-``models/blocks.gelu``'s erf).
+``models/blocks.gelu``'s erf) or ``conv_kernel_grad`` (A: JAX's own backward pass of the stems'
+im2col convolution; B: ``models/stems.conv_im2col``'s, kernel gradient as ``patches^T @ grad``).
 """
 import importlib.util
 import pathlib
@@ -16,7 +17,7 @@ import jax
 from absl import app, flags
 
 from cgmlp_jax import cli
-from cgmlp_jax.models import blocks, dropout
+from cgmlp_jax.models import blocks, dropout, stems
 from cgmlp_jax.tools import step_parts, timing
 
 # name -> (module, attribute, what the attribute was before the change)
@@ -24,6 +25,9 @@ CHANGES = {
     "dropout_masks": (dropout, "bernoulli_mask",
                       lambda key, rate, shape: jax.random.bernoulli(key, 1.0 - rate, shape)),
     "gelu": (blocks, "gelu", lambda x: jax.nn.gelu(x, approximate=False)),
+    "conv_kernel_grad": (stems, "conv_im2col",
+                         lambda x, kernel: stems._im2col(x, kernel.shape[0])  # noqa: SLF001
+                         @ kernel.reshape(-1, kernel.shape[-1])),
 }
 flags.DEFINE_enum("change", None, list(CHANGES), "The change to time.", required=True)
 flags.DEFINE_list("models", ["gmlp_keras", "cgmlp_keras_2conv", "cgmlp_keras_1conv"],

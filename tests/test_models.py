@@ -230,6 +230,12 @@ def test_im2col_convolution_equals_xla_convolution(kernel_size):
                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
   np.testing.assert_allclose(jax.jit(models.stems.conv_im2col)(x, kernel), expected,
                              rtol=1e-5, atol=1e-5)
+  xla_conv = lambda x, kernel: jax.lax.conv_general_dilated(  # noqa: E731
+      x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  grads = lambda conv: jax.grad(  # noqa: E731  (the backward pass is hand-written)
+      lambda x, kernel: jnp.sum(jnp.sin(conv(x, kernel))), argnums=(0, 1))(x, kernel)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4),
+               grads(models.stems.conv_im2col), grads(xla_conv))
   conv = models.stems.Conv(5, kernel_size)
   params = conv.init(jax.random.key(2), x)["params"]
   assert params["kernel"].shape == (kernel_size, kernel_size, 3, 5)  # nn.Conv's layout

@@ -49,19 +49,47 @@ def token_grid(image_size: int, patch_size: int, pools: Sequence[int] = ()) -> i
   return side // patch_size
 
 
+def _im2col(x: jax.Array, k: int) -> jax.Array:
+  """(B, H, W, C) -> (B, H, W, k*k*C): each pixel's 'SAME'-padded k x k neighbourhood, ordered
+  (i, j, c) like an ``nn.Conv`` kernel."""
+  lo, hi = (k - 1) // 2, k // 2
+  h, w = x.shape[1:3]
+  padded = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
+  return jnp.concatenate([padded[:, i:i + h, j:j + w, :] for i in range(k) for j in range(k)],
+                         axis=-1)
+
+
+@jax.custom_vjp
 def conv_im2col(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """A stride-1 'SAME' convolution as one matmul over im2col patches.
 
   x: (B, H, W, C), kernel: (k, k, C, F) (``nn.Conv``'s layout) -> (B, H, W, F). On CPU, XLA's own
-  convolution backward pass is several times slower than this formulation (BENCHMARKS.md).
+  convolution backward pass is several times slower than this formulation (BENCHMARKS.md). The
+  backward pass is written out so that the kernel gradient is ``patches^T @ grad``: JAX's own
+  rule asks for ``(grad^T @ patches)^T``, for which XLA:CPU wrote the (B*H*W, F) output gradient
+  transposed on every step.
   """
-  k = kernel.shape[0]
-  lo, hi = (k - 1) // 2, k // 2
-  h, w = x.shape[1:3]
-  padded = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
-  patches = jnp.concatenate([padded[:, i:i + h, j:j + w, :] for i in range(k) for j in range(k)],
-                            axis=-1)  # (B, H, W, k*k*C), ordered (i, j, c) like the kernel
-  return patches @ kernel.reshape(-1, kernel.shape[-1])
+  return _conv_im2col_fwd(x, kernel)[0]
+
+
+def _conv_im2col_fwd(x, kernel):
+  patches = _im2col(x, kernel.shape[0])  # (B, H, W, k*k*C)
+  return patches @ kernel.reshape(-1, kernel.shape[-1]), (patches, kernel)
+
+
+def _conv_im2col_bwd(residuals, grad):  # grad: (B, H, W, F)
+  patches, kernel = residuals  # (B, H, W, k*k*C), (k, k, C, F)
+  k, c, f = kernel.shape[0], kernel.shape[2], kernel.shape[3]
+  grad_kernel = jnp.einsum("nk,nf->kf", patches.reshape(-1, k * k * c),
+                           grad.reshape(-1, f))  # (k*k*C, F)
+  grad_patches = grad @ kernel.reshape(-1, f).T  # (B, H, W, k*k*C)
+  im2col_transpose = jax.linear_transpose(lambda x: _im2col(x, k),
+                                          jax.ShapeDtypeStruct(grad.shape[:3] + (c,), grad.dtype))
+  (grad_x,) = im2col_transpose(grad_patches)  # (B, H, W, C)
+  return grad_x, grad_kernel.reshape(kernel.shape)
+
+
+conv_im2col.defvjp(_conv_im2col_fwd, _conv_im2col_bwd)
 
 
 def conv_im2col_input(x: jax.Array, kernel: jax.Array) -> jax.Array:
