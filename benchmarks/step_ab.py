@@ -8,16 +8,19 @@ prints each one's images/s and B/A round by round (medians with quartiles). ``--
 ``dropout_masks`` (A: ``jax.random.bernoulli``, Threefry per element as ``flax.linen.Dropout``;
 B: ``models/dropout.py``'s hashed masks) or ``gelu`` (A: ``jax.nn.gelu``'s erfc; B:
 ``models/blocks.gelu``'s erf) or ``conv_kernel_grad`` (A: JAX's own backward pass of the stems'
-im2col convolution; B: ``models/stems.conv_im2col``'s, kernel gradient as ``patches^T @ grad``).
+im2col convolution; B: ``models/stems.conv_im2col``'s, kernel gradient as ``patches^T @ grad``)
+or ``token_mix`` (A: the gating unit's token projection as one contraction; B: ``models/gating.
+token_mix``'s batched matmul).
 """
 import importlib.util
 import pathlib
 
 import jax
+import jax.numpy as jnp
 from absl import app, flags
 
 from cgmlp_jax import cli
-from cgmlp_jax.models import blocks, dropout, stems
+from cgmlp_jax.models import blocks, dropout, gating, stems
 from cgmlp_jax.tools import step_parts, timing
 
 # name -> (module, attribute, what the attribute was before the change)
@@ -28,6 +31,7 @@ CHANGES = {
     "conv_kernel_grad": (stems, "conv_im2col",
                          lambda x, kernel: stems._im2col(x, kernel.shape[0])  # noqa: SLF001
                          @ kernel.reshape(-1, kernel.shape[-1])),
+    "token_mix": (gating, "token_mix", lambda v, kernel: jnp.einsum("bnc,mn->bmc", v, kernel)),
 }
 flags.DEFINE_enum("change", None, list(CHANGES), "The change to time.", required=True)
 flags.DEFINE_list("models", ["gmlp_keras", "cgmlp_keras_2conv", "cgmlp_keras_1conv"],

@@ -10,7 +10,7 @@ import pytest
 from scipy.special import erf
 
 from cgmlp_jax import models
-from cgmlp_jax.models import blocks
+from cgmlp_jax.models import blocks, gating
 
 NUM_CLASSES = 10
 
@@ -242,6 +242,16 @@ def test_im2col_convolution_equals_xla_convolution(kernel_size):
   flax_conv = nn.Conv(5, (kernel_size, kernel_size), padding="SAME")
   np.testing.assert_allclose(conv.apply({"params": params}, x),
                              flax_conv.apply({"params": params}, x), rtol=1e-5, atol=1e-5)
+
+
+def test_token_mix_values_and_gradients_equal_the_plain_contraction():
+  v = jax.random.normal(jax.random.key(0), (3, 5, 4))  # (B, N, C)
+  kernel = jax.random.normal(jax.random.key(1), (5, 5))
+  grads = lambda mix: jax.value_and_grad(  # noqa: E731
+      lambda v, kernel: jnp.sum(jnp.sin(mix(v, kernel))), argnums=(0, 1))(v, kernel)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
+               grads(gating.token_mix),
+               grads(lambda v, kernel: jnp.einsum("bnc,mn->bmc", v, kernel)))
 
 
 @pytest.mark.parametrize("patch", [1, 2, 3])

@@ -39,6 +39,19 @@ def check_axis(axis: str) -> None:
     raise ValueError(f"Unknown gating axis {axis!r}; valid axes are {AXES}.")
 
 
+def token_mix(v: jax.Array, kernel: jax.Array) -> jax.Array:
+  """``out[b, m] = sum_n kernel[m, n] v[b, n]``: v (B, N, C), kernel (N, N) -> (B, N, C).
+
+  On CPU as a batched matmul, the kernel broadcast over the batch: XLA:CPU computes the plain
+  contraction as one (N, N) x (N, B*C) matmul and transposes v, the output and their gradients
+  between (B, N, C) and (N, B*C) around it; per example the operands are already laid out for it
+  (BENCHMARKS.md).
+  """
+  if jax.default_backend() != "cpu":
+    return jnp.einsum("bnc,mn->bmc", v, kernel)
+  return jnp.einsum("bmn,bnc->bmc", jnp.broadcast_to(kernel, (v.shape[0],) + kernel.shape), v)
+
+
 class SpatialGatingUnit(nn.Module):
   """``u * proj(LayerNorm(v))`` with the projection along ``axis`` (see module docstring)."""
   axis: str = "token"
@@ -75,7 +88,7 @@ class SpatialGatingUnit(nn.Module):
       kernel = self.param("kernel", kernel_init, (n, n), self.param_dtype)  # (N_out, N_in)
       bias = self.param("bias", nn.initializers.ones, (n,), self.param_dtype)  # (N_out,)
       v, kernel, bias = nn.dtypes.promote_dtype(v, kernel, bias, dtype=self.dtype)
-      gate = jnp.einsum("bnc,mn->bmc", v, kernel) + bias[:, None]  # (B, N, C)
+      gate = token_mix(v, kernel) + bias[:, None]  # (B, N, C)
     else:
       gate = nn.Dense(v.shape[-1], kernel_init=kernel_init, bias_init=nn.initializers.ones,
                       dtype=self.dtype, param_dtype=self.param_dtype, name="proj")(v)  # (B, N, C)
