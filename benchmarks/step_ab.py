@@ -10,8 +10,11 @@ B: ``models/dropout.py``'s hashed masks) or ``gelu`` (A: ``jax.nn.gelu``'s erfc;
 ``models/blocks.gelu``'s erf) or ``conv_kernel_grad`` (A: JAX's own backward pass of the stems'
 im2col convolution; B: ``models/stems.conv_im2col``'s, kernel gradient as ``patches^T @ grad``)
 or ``token_mix`` (A: the gating unit's token projection as one contraction; B: ``models/gating.
-token_mix``'s batched matmul).
+token_mix``'s batched matmul) or ``dropout_hash`` (A: each element's bits as MurmurHash3's
+fmix32 applied twice; B: ``models/dropout``'s one lowbias32) or ``keras_resample`` (A: Keras'
+flip, resize and zoom as three resamplings; B: ``data/augment._random_zoom_keras``'s one).
 """
+import importlib
 import importlib.util
 import pathlib
 
@@ -23,6 +26,33 @@ from cgmlp_jax import cli
 from cgmlp_jax.models import blocks, dropout, gating, stems
 from cgmlp_jax.tools import step_parts, timing
 
+augment = importlib.import_module("cgmlp_jax.data.augment")  # the package exports a function so named
+
+
+def _fmix32(h):
+  h = (h ^ (h >> 16)) * jnp.uint32(0x85EBCA6B)
+  h = (h ^ (h >> 13)) * jnp.uint32(0xC2B2AE35)
+  return h ^ (h >> 16)
+
+
+def _fmix32_twice(key, shape):
+  """The dropout bits before: ``fmix32(fmix32(index ^ s0) + s1)``, two Threefry seed words."""
+  seed = jax.random.bits(key, (2,), jnp.uint32)
+  return _fmix32(_fmix32(dropout.global_index(shape) ^ seed[0]) + seed[1])
+
+
+def _three_resamplings(u, image, cfg):
+  """Keras' flip, resize and zoom one after the other, as before (u: flip, zoom factors)."""
+  if cfg.flip:
+    image = augment._random_flip(u[0], image)  # noqa: SLF001
+  image = augment._resize(image, cfg.image_size)  # noqa: SLF001
+  size = cfg.image_size
+  factor = 1.0 - cfg.zoom + 2.0 * cfg.zoom * u[1:]
+  rows = augment._zoom_rows(factor[0], jnp.eye(size))  # noqa: SLF001
+  cols = augment._zoom_rows(factor[1], jnp.eye(size))  # noqa: SLF001
+  return jnp.einsum("ij,jkc,lk->ilc", rows, image, cols, precision=jax.lax.Precision.HIGHEST)
+
+
 # name -> (module, attribute, what the attribute was before the change)
 CHANGES = {
     "dropout_masks": (dropout, "bernoulli_mask",
@@ -32,6 +62,8 @@ CHANGES = {
                          lambda x, kernel: stems._im2col(x, kernel.shape[0])  # noqa: SLF001
                          @ kernel.reshape(-1, kernel.shape[-1])),
     "token_mix": (gating, "token_mix", lambda v, kernel: jnp.einsum("bnc,mn->bmc", v, kernel)),
+    "dropout_hash": (dropout, "hashed_bits", _fmix32_twice),
+    "keras_resample": (augment, "_random_zoom_keras", _three_resamplings),
 }
 flags.DEFINE_enum("change", None, list(CHANGES), "The change to time.", required=True)
 flags.DEFINE_list("models", ["gmlp_keras", "cgmlp_keras_2conv", "cgmlp_keras_1conv"],

@@ -122,9 +122,24 @@ def test_keras_zoom_matches_an_independent_resample(u):
   expected = np.stack([ndimage.affine_transform(image[..., c], np.diag(factors),
                                                 offset=centre - factors * centre, order=1,
                                                 mode="reflect") for c in range(3)], axis=-1)
-  zoomed = jax.jit(_random_zoom_keras, static_argnums=2)(jnp.asarray(u, jnp.float32),
-                                                         jnp.asarray(image), 0.2)
+  cfg = AugmentConfig(image_size=12, zoom=0.2, zoom_style="keras", **_OFF)
+  zoomed = jax.jit(_random_zoom_keras, static_argnums=2)(jnp.asarray((1.0,) + u, jnp.float32),
+                                                         jnp.asarray(image), cfg)
   np.testing.assert_allclose(zoomed, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("u", [(0.2, 0.0, 1.0), (0.7, 0.3, 0.8)])
+def test_keras_resample_is_flip_then_resize_then_zoom(u):
+  # The one resampling equals Keras' three layers applied in turn: flip (u[0] < 0.5), resize
+  # 8 -> 12, then the zoom of the test above (checked against scipy) on the resized image.
+  image = jnp.asarray(np.random.default_rng(2).random((8, 8, 3)), jnp.float32)
+  u = jnp.asarray(u, jnp.float32)
+  cfg = AugmentConfig(image_size=12, zoom=0.2, zoom_style="keras", crop_padding=0, flip=True)
+  flipped = image[:, ::-1] if u[0] < 0.5 else image
+  resized = jax.image.resize(flipped, (12, 12, 3), "linear", antialias=True)
+  expected = _random_zoom_keras(u.at[0].set(1.0), resized,
+                                AugmentConfig(image_size=12, zoom=0.2, zoom_style="keras", **_OFF))
+  np.testing.assert_allclose(_random_zoom_keras(u, image, cfg), expected, atol=1e-5)
 
 
 def test_keras_zoom_in_the_pipeline_resizes_first_and_draws_two_factors():

@@ -151,26 +151,44 @@ def _reflect(index: jax.Array, n: int) -> jax.Array:
   return jnp.where(index >= n, 2 * n - 1 - index, index)
 
 
-def _zoom_matrix(factor: jax.Array, n: int) -> jax.Array:
-  """(n, n) bilinear resampling of one axis: output i reads input f * (i - c) + c, reflected."""
-  centre = (n - 1) / 2.0
-  coords = factor * (jnp.arange(n, dtype=jnp.float32) - centre) + centre  # (n,)
+def _zoom_rows(factor: jax.Array, base: jax.Array) -> jax.Array:
+  """(S, n) -> (S, n): ``base``'s rows resampled as an image axis, bilinear, reflected.
+
+  Row i of the result is row f * (i - c) + c of ``base`` (c the centre). With ``base`` the
+  identity it is the zoom's own matrix; with a resize matrix, the resize followed by the zoom.
+  """
+  size = base.shape[0]
+  centre = (size - 1) / 2.0
+  coords = factor * (jnp.arange(size, dtype=jnp.float32) - centre) + centre  # (S,)
   low = jnp.floor(coords)
   frac = (coords - low)[:, None]
   low = low.astype(jnp.int32)
-  return ((1.0 - frac) * jax.nn.one_hot(_reflect(low, n), n) +
-          frac * jax.nn.one_hot(_reflect(low + 1, n), n))
+  return (1.0 - frac) * base[_reflect(low, size)] + frac * base[_reflect(low + 1, size)]
 
 
-def _random_zoom_keras(u: jax.Array, image: jax.Array, zoom: float) -> jax.Array:
-  """(S, S, C) -> (S, S, C): Keras RandomZoom; u: (2,) uniforms (height, width factors).
+def _resize_matrix(n_in: int, n_out: int) -> jax.Array:
+  """(n_out, n_in): ``_resize`` of one axis as a matrix (the resize of each unit vector)."""
+  if n_in == n_out:
+    return jnp.eye(n_in)
+  return jax.image.resize(jnp.eye(n_in), (n_out, n_in), "linear", antialias=True)
 
-  Zoom without rotation is separable, so the bilinear resampling is two small matrix products.
+
+def _random_zoom_keras(u: jax.Array, image: jax.Array, cfg: AugmentConfig) -> jax.Array:
+  """(H, W, C) -> (S, S, C): Keras' Resizing, RandomFlip and RandomZoom as one resampling.
+
+  u: (3,) uniforms (flip, height factor, width factor). Keras resizes to S, flips, then zooms;
+  all three are linear and act on rows and columns separately, so they compose into one (S, H)
+  matrix for the rows and one (S, W) for the columns, applied in two small matrix products
+  straight to the stored image (flipping reverses the column matrix's inputs).
   """
   h, w, _ = image.shape
-  factor = 1.0 - zoom + 2.0 * zoom * u  # (2,) uniform in [1 - zoom, 1 + zoom]
-  rows, cols = _zoom_matrix(factor[0], h), _zoom_matrix(factor[1], w)  # (S, S) each
-  return jnp.einsum("ij,jkc,lk->ilc", rows, image, cols, precision=jax.lax.Precision.HIGHEST)
+  size = cfg.image_size
+  factor = 1.0 - cfg.zoom + 2.0 * cfg.zoom * u[1:]  # (2,) uniform in [1 - zoom, 1 + zoom]
+  rows = _zoom_rows(factor[0], _resize_matrix(h, size))  # (S, H)
+  cols = _zoom_rows(factor[1], _resize_matrix(w, size))  # (S, W)
+  if cfg.flip:
+    cols = jnp.where(u[0] < 0.5, cols[:, ::-1], cols)
+  return jnp.einsum("ih,hwc,jw->ijc", rows, image, cols, precision=jax.lax.Precision.HIGHEST)
 
 
 def _random_erase(u: jax.Array, noise: jax.Array, image: jax.Array,
@@ -209,14 +227,15 @@ def _augment_one(u: jax.Array, noise, image: jax.Array, cfg: AugmentConfig) -> j
   u_crop, u_flip, u_zoom, u_erase = jnp.split(u, [2, 3, _num_uniforms(cfg) - 5])
   if cfg.crop_padding:
     image = _random_crop(u_crop, image, cfg.crop_padding)
-  if cfg.flip:
-    image = _random_flip(u_flip[0], image)
-  if cfg.zoom and cfg.zoom_style == "zero_fill":
-    image = _random_zoom(u_zoom[0], image, cfg.zoom, cfg.image_size)
+  if cfg.zoom and cfg.zoom_style == "keras":
+    image = _random_zoom_keras(jnp.concatenate([u_flip, u_zoom]), image, cfg)  # flips too
   else:
-    image = _resize(image, cfg.image_size)
+    if cfg.flip:
+      image = _random_flip(u_flip[0], image)
     if cfg.zoom:
-      image = _random_zoom_keras(u_zoom, image, cfg.zoom)
+      image = _random_zoom(u_zoom[0], image, cfg.zoom, cfg.image_size)
+    else:
+      image = _resize(image, cfg.image_size)
   image = _standardize(image, cfg)
   if cfg.random_erasing:
     image = _random_erase(u_erase, noise, image, cfg)
