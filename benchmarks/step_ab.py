@@ -41,13 +41,13 @@ def _fmix32_twice(key, shape):
   return _fmix32(_fmix32(dropout.global_index(shape) ^ seed[0]) + seed[1])
 
 
-def _three_resamplings(u, image, cfg):
-  """Keras' flip, resize and zoom one after the other, as before (u: flip, zoom factors)."""
+def _three_resamplings(u_flip, u_zoom, image, cfg):
+  """Keras' flip, resize and zoom one after the other, as before."""
   if cfg.flip:
-    image = augment._random_flip(u[0], image)  # noqa: SLF001
+    image = augment._random_flip(u_flip, image)  # noqa: SLF001
   image = augment._resize(image, cfg.image_size)  # noqa: SLF001
   size = cfg.image_size
-  factor = 1.0 - cfg.zoom + 2.0 * cfg.zoom * u[1:]
+  factor = 1.0 - cfg.zoom + 2.0 * cfg.zoom * u_zoom
   rows = augment._zoom_rows(factor[0], jnp.eye(size))  # noqa: SLF001
   cols = augment._zoom_rows(factor[1], jnp.eye(size))  # noqa: SLF001
   return jnp.einsum("ij,jkc,lk->ilc", rows, image, cols, precision=jax.lax.Precision.HIGHEST)

@@ -173,21 +173,22 @@ def _resize_matrix(n_in: int, n_out: int) -> jax.Array:
   return jax.image.resize(jnp.eye(n_in), (n_out, n_in), "linear", antialias=True)
 
 
-def _random_zoom_keras(u: jax.Array, image: jax.Array, cfg: AugmentConfig) -> jax.Array:
+def _random_zoom_keras(u_flip: jax.Array, u_zoom: jax.Array, image: jax.Array,
+                       cfg: AugmentConfig) -> jax.Array:
   """(H, W, C) -> (S, S, C): Keras' Resizing, RandomFlip and RandomZoom as one resampling.
 
-  u: (3,) uniforms (flip, height factor, width factor). Keras resizes to S, flips, then zooms;
+  u_flip: scalar uniform; u_zoom: (2,) uniforms (height, width factors). Keras resizes to S, flips, then zooms;
   all three are linear and act on rows and columns separately, so they compose into one (S, H)
   matrix for the rows and one (S, W) for the columns, applied in two small matrix products
   straight to the stored image (flipping reverses the column matrix's inputs).
   """
   h, w, _ = image.shape
   size = cfg.image_size
-  factor = 1.0 - cfg.zoom + 2.0 * cfg.zoom * u[1:]  # (2,) uniform in [1 - zoom, 1 + zoom]
+  factor = 1.0 - cfg.zoom + 2.0 * cfg.zoom * u_zoom  # (2,) uniform in [1 - zoom, 1 + zoom]
   rows = _zoom_rows(factor[0], _resize_matrix(h, size))  # (S, H)
   cols = _zoom_rows(factor[1], _resize_matrix(w, size))  # (S, W)
   if cfg.flip:
-    cols = jnp.where(u[0] < 0.5, cols[:, ::-1], cols)
+    cols = jnp.where(u_flip < 0.5, cols[:, ::-1], cols)
   return jnp.einsum("ih,hwc,jw->ijc", rows, image, cols, precision=jax.lax.Precision.HIGHEST)
 
 
@@ -228,7 +229,7 @@ def _augment_one(u: jax.Array, noise, image: jax.Array, cfg: AugmentConfig) -> j
   if cfg.crop_padding:
     image = _random_crop(u_crop, image, cfg.crop_padding)
   if cfg.zoom and cfg.zoom_style == "keras":
-    image = _random_zoom_keras(jnp.concatenate([u_flip, u_zoom]), image, cfg)  # flips too
+    image = _random_zoom_keras(u_flip[0], u_zoom, image, cfg)  # flips too
   else:
     if cfg.flip:
       image = _random_flip(u_flip[0], image)
